@@ -1,0 +1,415 @@
+"""kilowatt.dev/v1alpha1: AcceleratorPool (cluster-scoped) and InferenceService (namespaced).
+
+Field names carry their units (``usdPerGPUHour``, ``boardPowerWatts``, ``ttftMilliseconds``) because a
+factor-of-1000 slip between kWh and Wh, or ms and s, is the worst bug this project can have.
+
+Every rule a structural OpenAPI schema can express is expressed as a field constraint here and so ends up in
+the CRD (the API server then refuses the object with a 422 naming the field). Rules that need more than one
+field (min <= max replicas, a time-of-use schedule that covers the day) live in ``model_validator``s: the
+CLI and the operator apply them and report violations in the object's status, because Kubernetes 1.20 has
+no CEL validation.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import zoneinfo
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "kilowatt.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_TIME_ZONE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# AcceleratorPool
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Interconnect(str, enum.Enum):
+    PCIE = "PCIe"
+    NVLINK = "NVLink"
+
+
+class GPUSpec(_Model):
+    """The GPU type every node of the pool carries. Vendor figures; see docs/concepts.md for sources."""
+
+    model: str = Field(
+        min_length=1, max_length=63, description="GPU model name, e.g. RTX-4090 or H100-SXM. Shown in kubectl get."
+    )
+    memory_gib: float = Field(alias="memoryGiB", gt=0, le=4096, description="Memory per GPU in GiB.")
+    memory_bandwidth_gb_per_second: float = Field(
+        alias="memoryBandwidthGBps", gt=0, le=100000, description="Memory bandwidth per GPU in GB/s (10^9 bytes)."
+    )
+    fp16_tflops: float = Field(
+        alias="fp16TFLOPS", gt=0, le=100000, description="Dense FP16 tensor throughput per GPU in TFLOP/s."
+    )
+    board_power_watts: float = Field(gt=0, le=10000, description="Board power limit per GPU in watts.")
+    idle_power_watts: float | None = Field(
+        default=None,
+        ge=0,
+        le=10000,
+        description="Power per GPU in watts while holding a model with no load. Default: 15% of board power.",
+    )
+    interconnect: Interconnect = Field(
+        default=Interconnect.PCIE,
+        description="How GPUs of one node talk for tensor parallelism: PCIe (consumer cards) or NVLink.",
+    )
+
+    @property
+    def idle_watts(self) -> float:
+        return self.idle_power_watts if self.idle_power_watts is not None else 0.15 * self.board_power_watts
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration, copied onto the pods the operator places in this pool."""
+
+    key: str | None = Field(default=None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class TimeOfUsePeriod(_Model):
+    """Electricity price between two wall-clock times; ``end`` is exclusive and ``24:00`` means midnight."""
+
+    start: str = Field(pattern=_HHMM, description="Start time, HH:MM (24-hour clock, local to the time zone).")
+    end: str = Field(pattern=_HHMM, description="End time, HH:MM, exclusive; 24:00 for midnight.")
+    usd_per_kwh: float = Field(
+        alias="usdPerKWh", ge=0, le=100, description="Price in US dollars per kilowatt-hour (not per MWh)."
+    )
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class TimeOfUseSchedule(_Model):
+    """Prices by time of day. The periods must cover the whole day once, with no gap and no overlap."""
+
+    time_zone: str = Field(pattern=_TIME_ZONE, description="IANA time zone, e.g. Europe/Berlin or America/Chicago.")
+    periods: list[TimeOfUsePeriod] = Field(min_length=1, max_length=48)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+        return value
+
+    @model_validator(mode="after")
+    def _covers_the_day(self) -> TimeOfUseSchedule:
+        # Split wrap-around periods (22:00-06:00) into two, then require the pieces to tile [0, 1440).
+        pieces: list[tuple[int, int, str]] = []
+        for period in self.periods:
+            start, end = _minutes(period.start), _minutes(period.end)
+            label = f"{period.start}-{period.end}"
+            if start == end:
+                raise ValueError(f"period {label} is empty; start and end must differ")
+            if start < end:
+                pieces.append((start, end, label))
+            else:
+                pieces.append((start, 1440, label))
+                if end > 0:
+                    pieces.append((0, end, label))
+        pieces.sort()
+        cursor, previous = 0, "start of day"
+        for start, end, label in pieces:
+            if start > cursor:
+                raise ValueError(f"gap from {cursor // 60:02d}:{cursor % 60:02d} to {start // 60:02d}:{start % 60:02d}")
+            if start < cursor:
+                raise ValueError(f"periods {previous} and {label} overlap")
+            cursor, previous = end, label
+        if cursor != 1440:
+            raise ValueError(f"gap from {cursor // 60:02d}:{cursor % 60:02d} to 24:00")
+        return self
+
+
+class PrometheusPrice(_Model):
+    """An electricity price read from Prometheus, e.g. a price exporter's gauge."""
+
+    query: str = Field(min_length=1, max_length=4096, description="PromQL returning one sample in USD per kWh.")
+    fallback_usd_per_kwh: float = Field(
+        alias="fallbackUsdPerKWh", ge=0, le=100, description="Price used while the query returns nothing."
+    )
+
+
+class Electricity(_Model):
+    """Exactly one of flat, timeOfUse or prometheus."""
+
+    flat_usd_per_kwh: float | None = Field(
+        default=None, alias="flatUsdPerKWh", ge=0, le=100, description="One price in USD per kWh, all day."
+    )
+    time_of_use: TimeOfUseSchedule | None = None
+    prometheus: PrometheusPrice | None = None
+    grams_co2_per_kwh: float | None = Field(
+        default=None, alias="gramsCO2PerKWh", ge=0, le=5000, description="Carbon intensity, reported only."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Electricity:
+        given = [n for n in ("flatUsdPerKWh", "timeOfUse", "prometheus") if getattr(self, _snake(n)) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"set exactly one of flatUsdPerKWh, timeOfUse, prometheus (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+def _snake(camel: str) -> str:
+    return {"flatUsdPerKWh": "flat_usd_per_kwh", "timeOfUse": "time_of_use", "prometheus": "prometheus"}[camel]
+
+
+class PoolCost(_Model):
+    usd_per_gpu_hour: float = Field(
+        alias="usdPerGPUHour",
+        ge=0,
+        le=1000,
+        description="Hardware cost per GPU-hour in USD: rental price, or purchase price amortised over its life.",
+    )
+    pue: float = Field(
+        default=1.0, ge=1, le=5, description="Power usage effectiveness of the site: facility watts per IT watt."
+    )
+    electricity: Electricity
+
+
+class AcceleratorPoolSpec(_Model):
+    gpu: GPUSpec
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Labels selecting the pool's nodes; also set on the pods placed here."
+    )
+    tolerations: list[Toleration] = Field(default_factory=list)
+    gpus_per_node: int = Field(default=1, ge=1, le=64, description="GPUs per node; bounds tensor parallelism.")
+    max_gpus: int | None = Field(
+        default=None,
+        alias="maxGPUs",
+        ge=0,
+        le=1000000,
+        description="Most GPUs kilowatt may use. Default: the sum of matching nodes' allocatable nvidia.com/gpu.",
+    )
+    cost: PoolCost
+    replica_startup_seconds: float = Field(
+        default=120, ge=0, le=86400, description="Seconds from pod creation until a replica serves requests."
+    )
+
+
+class AcceleratorPoolStatus(_Model):
+    model_config = ConfigDict(extra="allow")
+
+    gpus_total: int | None = Field(default=None, alias="gpusTotal", description="GPUs the pool offers now.")
+    gpus_in_use: int | None = Field(default=None, alias="gpusInUse", description="GPUs kilowatt's replicas hold.")
+    electricity_usd_per_kwh: float | None = Field(
+        default=None, alias="electricityUsdPerKWh", description="Electricity price now, USD per kWh."
+    )
+    effective_usd_per_gpu_hour: float | None = Field(
+        default=None,
+        alias="effectiveUsdPerGPUHour",
+        description="Hardware plus energy per GPU-hour at the current load and price, USD.",
+    )
+    conditions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=_DNS_LABEL, max_length=63)
+    namespace: str | None = None
+    generation: int | None = None
+
+
+class AcceleratorPool(_Model):
+    """One GPU type on a set of nodes, with what it costs to run."""
+
+    model_config = ConfigDict(extra="ignore")
+    api_version: Literal["kilowatt.dev/v1alpha1"] = API_VERSION
+    kind: Literal["AcceleratorPool"] = "AcceleratorPool"
+    metadata: ObjectMeta
+    spec: AcceleratorPoolSpec
+    status: AcceleratorPoolStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+# ----------------------------------------------------------------------------------------------------------
+# InferenceService
+# ----------------------------------------------------------------------------------------------------------
+
+
+class DType(str, enum.Enum):
+    FP16 = "fp16"
+    BF16 = "bf16"
+    FP8 = "fp8"
+    INT8 = "int8"
+    INT4 = "int4"
+
+    @property
+    def bytes_per_parameter(self) -> float:
+        return {"fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}[self.value]
+
+
+class ModelSpec(_Model):
+    name: str = Field(min_length=1, max_length=253, description="Model name as the serving engine knows it.")
+    parameters_billion: float = Field(gt=0, le=10000, description="Parameter count in billions, e.g. 8 for 8B.")
+    dtype: DType = Field(default=DType.FP16, description="Weight precision.")
+    max_context_tokens: int = Field(default=8192, ge=128, le=10_000_000, description="Longest prompt + output.")
+    layers: int | None = Field(default=None, ge=1, le=1000, description="Transformer layers (KV-cache size).")
+    kv_heads: int | None = Field(default=None, ge=1, le=1000, description="Key/value heads (grouped-query).")
+    head_dim: int | None = Field(default=None, ge=1, le=4096, description="Dimension of one attention head.")
+
+
+class SLO(_Model):
+    """Latency targets a request must meet, at a percentile of requests."""
+
+    ttft_milliseconds: float = Field(gt=0, le=3_600_000, description="Time to first token target, milliseconds.")
+    tpot_milliseconds: float = Field(gt=0, le=60_000, description="Time per output token target, milliseconds.")
+    percentile: float = Field(default=95, ge=50, le=99.99, description="Percentile at which both targets hold.")
+
+
+class ReplicaBounds(_Model):
+    min: int = Field(default=0, ge=0, le=10000, description="Fewest replicas across all pools.")
+    max: int = Field(default=16, ge=1, le=10000, description="Most replicas across all pools.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaBounds:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be at most max ({self.max})")
+        return self
+
+
+class Profile(_Model):
+    """A measured capacity on one pool that overrides kilowatt's prior for it."""
+
+    pool: str = Field(pattern=_DNS_LABEL, max_length=63)
+    tensor_parallel: int = Field(default=1, ge=1, le=64)
+    max_requests_per_second: float = Field(
+        gt=0, le=1_000_000, description="Highest load one replica sustained within this service's SLO, req/s."
+    )
+    input_tokens: float | None = Field(default=None, gt=0, description="Mean prompt tokens of the measurement.")
+    output_tokens: float | None = Field(default=None, gt=0, description="Mean output tokens of the measurement.")
+
+
+class ScalingMode(str, enum.Enum):
+    ACTIVE = "Active"
+    ADVISORY = "Advisory"
+    OFF = "Off"
+
+
+class Scaling(_Model):
+    mode: ScalingMode = Field(
+        default=ScalingMode.ACTIVE,
+        description="Active: place replicas. Advisory: compute and report only. Off: leave Deployments alone.",
+    )
+    scale_up_stabilization_seconds: float = Field(default=0, ge=0, le=86400)
+    scale_down_stabilization_seconds: float = Field(default=300, ge=0, le=86400)
+    max_scale_up_step: int = Field(default=8, ge=1, le=10000, description="Most replicas added per pool per step.")
+    max_scale_down_step: int = Field(default=1, ge=1, le=10000, description="Most replicas removed per pool per step.")
+    burst_headroom: float = Field(
+        default=0.2, ge=0, le=10, description="Extra capacity over observed demand, as a fraction (0.2 = 20%)."
+    )
+    scale_to_zero: bool = Field(default=False, description="Allow zero replicas when there is no traffic.")
+
+
+class InferenceServiceSpec(_Model):
+    model: ModelSpec
+    template: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Pod template of the serving container (e.g. vLLM). kilowatt adds GPU requests, node selection "
+        "and tolerations per pool.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    slo: SLO
+    replicas: ReplicaBounds = Field(default_factory=ReplicaBounds)
+    pools: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Pools this service may use. Empty: every pool the model fits on.",
+        json_schema_extra={"items": {"type": "string", "pattern": _DNS_LABEL, "maxLength": 63}},
+    )
+    profiles: list[Profile] = Field(default_factory=list, max_length=256)
+    scaling: Scaling = Field(default_factory=Scaling)
+
+
+class PoolPlacement(_Model):
+    pool: str
+    desired_replicas: int = 0
+    ready_replicas: int = 0
+    tensor_parallel: int = 1
+
+
+class ObservedLoad(_Model):
+    requests_per_second: float | None = None
+    input_tokens_mean: float | None = None
+    output_tokens_mean: float | None = None
+    ttft_p95_milliseconds: float | None = None
+    tpot_p95_milliseconds: float | None = None
+
+
+class Decision(_Model):
+    time: str
+    reason: str
+
+
+class InferenceServiceStatus(_Model):
+    model_config = ConfigDict(extra="allow")
+
+    placement: list[PoolPlacement] = Field(default_factory=list)
+    placement_summary: str | None = Field(default=None, description="e.g. 3×RTX-4090 1×H100")
+    desired_replicas: int | None = None
+    ready_replicas: int | None = None
+    observed: ObservedLoad | None = None
+    slo_attainment: float | None = Field(default=None, description="Fraction of recent requests within the SLO.")
+    slo_met: str | None = Field(default=None, description="True, False or Unknown.")
+    cost_per_hour_usd: float | None = None
+    power_watts: float | None = None
+    last_decision: Decision | None = None
+    conditions: list[dict[str, Any]] = Field(default_factory=list)
+    observed_generation: int | None = None
+
+
+class InferenceService(_Model):
+    """One model served under one latency SLO."""
+
+    model_config = ConfigDict(extra="ignore")
+    api_version: Literal["kilowatt.dev/v1alpha1"] = API_VERSION
+    kind: Literal["InferenceService"] = "InferenceService"
+    metadata: ObjectMeta
+    spec: InferenceServiceSpec
+    status: InferenceServiceStatus | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
+
+
+def short_error(exc: Exception) -> str:
+    """One line per pydantic error: ``spec.replicas: min (4) must be at most max (2)``."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    lines = []
+    for err in errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        message = re.sub(r"^(Value error|Assertion failed), ", "", err.get("msg", ""))
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)

@@ -1,0 +1,214 @@
+"""The ``kilowatt`` command line: crds, plan, profile, calibrate, validate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kilowatt import __version__
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _parse_demand(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "/" not in key:
+            raise SystemExit(f"--demand {item!r}: expected NAMESPACE/NAME=REQUESTS_PER_SECOND, e.g. default/llama3-8b=12")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise SystemExit(f"--demand {item!r}: {value!r} is not a number of requests per second") from None
+        if out[key] < 0:
+            raise SystemExit(f"--demand {item!r}: demand cannot be negative")
+    return out
+
+
+def _parse_time(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(timezone.utc)
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"--at {text!r}: expected an ISO 8601 time such as 2026-07-01T18:30:00+02:00") from None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from kilowatt.api.crd import render
+
+    targets = [Path(d) for d in (args.out or [REPO_ROOT / "crds", REPO_ROOT / "charts/kilowatt/crds"])]
+    for target in targets:
+        target.mkdir(parents=True, exist_ok=True)
+        for name, text in render().items():
+            (target / name).write_text(text, encoding="utf-8")
+            print(f"wrote {target / name}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from kilowatt.planner import plan
+    from kilowatt.state import ManifestError, load_objects, snapshot_from_objects
+
+    try:
+        pools, services = load_objects(args.file)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not pools or not services:
+        print(f"error: found {len(pools)} AcceleratorPool(s) and {len(services)} InferenceService(s) in "
+              f"{', '.join(args.file)}; need at least one of each", file=sys.stderr)
+        return 2
+    demand = _parse_demand(args.demand)
+    unknown = sorted(set(demand) - {s.key for s in services})
+    if unknown:
+        print(f"error: --demand names {', '.join(unknown)}, not found; services: "
+              f"{', '.join(s.key for s in services)}", file=sys.stderr)
+        return 2
+    missing = [p.name for p in pools if p.spec.max_gpus is None]
+    if missing:
+        print(f"note: without a cluster the pool size comes from spec.maxGPUs; unset on {', '.join(missing)} "
+              "(treated as 0 GPUs)", file=sys.stderr)
+    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)))
+    if args.output == "json":
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    print(f"{'SERVICE':32} {'DEMAND':>8} {'PLACEMENT':28} {'USD/H':>8}  REASON")
+    for s in result.services:
+        print(f"{s.key:32} {s.demand_rps:8.2f} {s.summary():28} {s.cost.total_usd_per_hour:8.2f}  {s.reason}")
+    print()
+    for p in result.pools:
+        print(f"pool {p.name}: {p.gpus_used}/{p.gpus_max} GPUs")
+    c = result.cost
+    print(f"total ${c.total_usd_per_hour:.2f}/h (hardware ${c.hardware_usd_per_hour:.2f}, energy "
+          f"${c.energy_usd_per_hour:.2f}, {c.power_watts / 1000:.2f} kW); solved in {result.solve_seconds * 1000:.0f} ms")
+    for problem in result.problems:
+        print(f"warning: {problem}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from kilowatt.performance import CapacityModel, ModelShape, TokenMix, gpu_by_name
+
+    try:
+        gpu = gpu_by_name(args.gpu)
+    except KeyError as exc:
+        print(f"error: --gpu: {exc.args[0]}", file=sys.stderr)
+        return 2
+    shape = ModelShape(args.params_billion, args.dtype, max_context_tokens=args.max_context_tokens)
+    model = CapacityModel(shape, gpu, args.tensor_parallel)
+    mix = TokenMix(args.input_tokens, args.output_tokens)
+    loads = [float(x) for x in args.load.split(",") if x.strip()]
+    fits = model.fits()
+    saturation = model.saturation_rps(mix) if fits else 0.0
+    within = model.max_rps_within_slo(mix, args.slo_ttft_ms / 1000.0, args.slo_tpot_ms / 1000.0, args.percentile)
+
+    def ms(x: float) -> float | None:
+        return None if x == float("inf") else round(x * 1000.0, 3)
+
+    points = []
+    for load in loads:
+        mean, p99 = model.at_load(load, mix, 50.0), model.at_load(load, mix, 99.0)
+        points.append({"loadRps": load, "ttftMeanMs": ms(mean.ttft_mean_seconds), "ttftP99Ms": ms(p99.ttft_p_seconds),
+                       "tpotMeanMs": ms(mean.tpot_mean_seconds), "tpotP99Ms": ms(p99.tpot_p_seconds)})
+    out = {"fits": fits, "saturationRps": round(saturation, 4), "maxRpsWithinSlo": round(within if fits else 0.0, 4),
+           "kvCacheTokens": int(max(0.0, model.kv_capacity_tokens)), "points": points}
+    if args.output == "json":
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{args.params_billion:g}B {args.dtype} on {args.tensor_parallel}×{gpu.model}: "
+          f"{'fits' if fits else 'does NOT fit'} ({out['kvCacheTokens']} KV-cache tokens)")
+    print(f"saturation {saturation:.2f} req/s; within TTFT p{args.percentile:g} {args.slo_ttft_ms:g} ms / TPOT "
+          f"{args.slo_tpot_ms:g} ms: {out['maxRpsWithinSlo']:.2f} req/s")
+    print(f"{'LOAD':>6} {'TTFT mean':>10} {'TTFT p99':>10} {'TPOT mean':>10} {'TPOT p99':>10}  (ms)")
+    for p in points:
+        cells = [("-" if p[k] is None else f"{p[k]:.1f}") for k in ("ttftMeanMs", "ttftP99Ms", "tpotMeanMs", "tpotP99Ms")]
+        print(f"{p['loadRps']:6g} " + " ".join(f"{c:>10}" for c in cells))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from kilowatt.performance.calibrate import fit, fit_power_exponent, read_measurements, score, usable
+
+    data_dir = Path(args.data)
+    data = read_measurements(data_dir / "vllm_serving_4090_vs_h100pcie.csv")
+    calibration = fit(data, source="fit on vllm_serving_4090_vs_h100pcie.csv (IOG-Foundation, Apache-2.0)")
+    from dataclasses import replace
+
+    exponent = fit_power_exponent(data_dir / "mlenergy_v3_llm_h100_b200.csv")
+    calibration = replace(calibration, power_exponent=round(exponent, 4),
+                          source=calibration.source + "; power exponent fit on ML.ENERGY v3")
+    Path(args.out).write_text(calibration.to_json(), encoding="utf-8")
+    medians = score(usable(data), calibration).medians()
+    print(f"wrote {args.out}; in-sample median errors: " + ", ".join(f"{k} {v:.1%}" for k, v in medians.items()))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from kilowatt.state import ManifestError, load_objects
+
+    try:
+        pools, services = load_objects(args.file)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"ok: {len(pools)} AcceleratorPool(s), {len(services)} InferenceService(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kilowatt", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kilowatt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("crds", help="generate the CRDs from the API models")
+    p.add_argument("--out", action="append", help="directory to write (repeatable); default crds/ and the chart's")
+    p.set_defaults(func=cmd_crds)
+
+    default_examples = str(REPO_ROOT / "manifests/examples")
+    p = sub.add_parser("plan", help="plan placements for pools and services read from YAML")
+    p.add_argument("-f", "--file", action="append", help=f"YAML file or directory (default {default_examples})")
+    p.add_argument("--demand", action="append", default=[], metavar="NAMESPACE/NAME=RPS")
+    p.add_argument("--at", help="ISO 8601 time for electricity prices (default now)")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("profile", help="predicted latency and capacity of one replica")
+    p.add_argument("--params-billion", type=float, required=True)
+    p.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp8", "int8", "int4"])
+    p.add_argument("--gpu", required=True, help="RTX-4090, H100-SXM, H100-PCIe, A100-80GB or L40S")
+    p.add_argument("--tensor-parallel", type=int, default=1)
+    p.add_argument("--input-tokens", type=float, default=205)
+    p.add_argument("--output-tokens", type=float, default=200)
+    p.add_argument("--max-context-tokens", type=int, default=8192)
+    p.add_argument("--load", default="1,4,8,16", help="comma-separated req/s")
+    p.add_argument("--slo-ttft-ms", type=float, default=500)
+    p.add_argument("--slo-tpot-ms", type=float, default=50)
+    p.add_argument("--percentile", type=float, default=95)
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("calibrate", help="fit the capacity model on published measurements")
+    p.add_argument("--data", default=str(REPO_ROOT.parent / "shared/data"))
+    p.add_argument("--out", default=str(Path(__file__).parent / "data/calibration.json"))
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("validate", help="check YAML objects against the API, including cross-field rules")
+    p.add_argument("-f", "--file", action="append", required=True)
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "file", None) is None and args.command == "plan":
+        args.file = [str(REPO_ROOT / "manifests/examples")]
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

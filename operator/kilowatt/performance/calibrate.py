@@ -1,0 +1,231 @@
+"""Fit the capacity model's Calibration on published serving measurements, and score it.
+
+Measurements: vLLM ``benchmark_serving`` runs in ../shared/data/vllm_serving_4090_vs_h100pcie.csv (200 ShareGPT
+prompts, Poisson arrivals). A run of N prompts at rate r is finite, so its "achieved throughput" is
+N / (N / min(r, saturation) + the last request's latency): we predict exactly that, not steady state.
+Power: the ML.ENERGY v3 file gives average power against batch; we fit the exponent of
+``power = idle + (board - idle) * utilisation ** exponent``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from kilowatt.performance.capacity import Calibration, CapacityModel, TokenMix
+from kilowatt.performance.hardware import gpu_by_name
+from kilowatt.performance.shapes import KNOWN_MODELS
+
+PROMPTS_PER_RUN = 200
+FITTED = (
+    "bandwidth_efficiency",
+    "flops_efficiency",
+    "step_overhead_seconds",
+    "per_sequence_seconds",
+    "allreduce_pcie_seconds",
+    "ttft_overhead_seconds",
+    "ttft_tail",
+    "tpot_tail",
+)
+BOUNDS = {
+    "bandwidth_efficiency": (0.3, 1.0),
+    "flops_efficiency": (0.05, 0.9),
+    "step_overhead_seconds": (0.0, 0.02),
+    "per_sequence_seconds": (0.0, 0.002),
+    "allreduce_pcie_seconds": (0.0, 0.002),
+    "ttft_overhead_seconds": (0.0, 0.2),
+    "ttft_tail": (1.0, 6.0),
+    "tpot_tail": (1.0, 2.0),
+}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    model_id: str
+    gpu: str
+    gpus: int
+    offered_rps: float
+    achieved_rps: float
+    input_tokens: float
+    output_tokens: float
+    ttft_mean_s: float
+    ttft_p99_s: float
+    tpot_mean_s: float
+    tpot_p99_s: float
+
+    @property
+    def config(self) -> tuple[str, str, int]:
+        return (self.model_id, self.gpu, self.gpus)
+
+
+def read_measurements(path: str | Path) -> list[Measurement]:
+    out = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            completed = float(row["completed"])
+            out.append(
+                Measurement(
+                    model_id=row["model_id"],
+                    gpu=gpu_by_name(row["gpu_name"]).model,
+                    gpus=int(row["gpu_count"]),
+                    offered_rps=float(row["request_rate"]),
+                    achieved_rps=float(row["request_throughput"]),
+                    input_tokens=float(row["total_input_tokens"]) / completed,
+                    output_tokens=float(row["total_output_tokens"]) / completed,
+                    ttft_mean_s=float(row["mean_ttft_ms"]) / 1000.0,
+                    ttft_p99_s=float(row["p99_ttft_ms"]) / 1000.0,
+                    tpot_mean_s=float(row["mean_tpot_ms"]) / 1000.0,
+                    tpot_p99_s=float(row["p99_tpot_ms"]) / 1000.0,
+                )
+            )
+    return out
+
+
+def _model(m: Measurement, calibration: Calibration) -> CapacityModel:
+    return CapacityModel(KNOWN_MODELS[m.model_id], gpu_by_name(m.gpu), m.gpus, calibration)
+
+
+def predicted_run_throughput(model: CapacityModel, offered_rps: float, mix: TokenMix) -> float:
+    """Achieved request throughput of a finite benchmark run of PROMPTS_PER_RUN prompts at ``offered_rps``."""
+    saturation = model.saturation_rps(mix)
+    if saturation <= 0:
+        return 0.0
+    rate = min(offered_rps, 0.98 * saturation)
+    point = model.at_load(rate, mix, 50.0)
+    last_request = point.ttft_mean_seconds + mix.output_tokens * point.tpot_mean_seconds
+    return PROMPTS_PER_RUN / (PROMPTS_PER_RUN / rate + last_request)
+
+
+def saturation_by_config(data: list[Measurement]) -> dict[tuple[str, str, int], float]:
+    best: dict[tuple[str, str, int], float] = defaultdict(float)
+    for m in data:
+        best[m.config] = max(best[m.config], m.achieved_rps)
+    return best
+
+
+def below_saturation(m: Measurement, saturation: dict[tuple[str, str, int], float]) -> bool:
+    return m.offered_rps <= 0.75 * saturation[m.config]
+
+
+@dataclass
+class Errors:
+    """Absolute percentage errors, per quantity, as lists (one entry per measured configuration or row)."""
+
+    throughput: list[float]
+    tpot: list[float]
+    ttft: list[float]
+
+    def medians(self) -> dict[str, float]:
+        return {k: statistics.median(v) if v else math.nan for k, v in vars(self).items()}
+
+
+def score(data: list[Measurement], calibration: Calibration) -> Errors:
+    saturation = saturation_by_config(data)
+    errors = Errors([], [], [])
+    peak_rows = {}
+    for m in data:
+        if m.achieved_rps == saturation[m.config]:
+            peak_rows[m.config] = m
+    for m in peak_rows.values():
+        mix = TokenMix(m.input_tokens, m.output_tokens)
+        got = predicted_run_throughput(_model(m, calibration), m.offered_rps, mix)
+        errors.throughput.append(abs(got - m.achieved_rps) / m.achieved_rps)
+    for m in data:
+        if not below_saturation(m, saturation):
+            continue
+        point = _model(m, calibration).at_load(m.offered_rps, TokenMix(m.input_tokens, m.output_tokens), 50.0)
+        if point.saturated:
+            errors.tpot.append(1.0)
+            errors.ttft.append(1.0)
+            continue
+        errors.tpot.append(abs(point.tpot_mean_seconds - m.tpot_mean_s) / m.tpot_mean_s)
+        errors.ttft.append(abs(point.ttft_mean_seconds - m.ttft_mean_s) / m.ttft_mean_s)
+    return errors
+
+
+def _residuals(theta: np.ndarray, data: list[Measurement], base: Calibration) -> np.ndarray:
+    calibration = replace(base, **dict(zip(FITTED, (float(x) for x in theta))))
+    saturation = saturation_by_config(data)
+    out: list[float] = []
+    for m in data:
+        model = _model(m, calibration)
+        mix = TokenMix(m.input_tokens, m.output_tokens)
+        if m.achieved_rps == saturation[m.config]:
+            got = predicted_run_throughput(model, m.offered_rps, mix)
+            out.append(2.0 * math.log(max(got, 1e-3) / m.achieved_rps))
+        if below_saturation(m, saturation):
+            p50 = model.at_load(m.offered_rps, mix, 50.0)
+            p99 = model.at_load(m.offered_rps, mix, 99.0)
+            if p50.saturated:
+                out.extend([3.0, 3.0, 3.0, 3.0])
+                continue
+            out.append(2.0 * math.log(p50.tpot_mean_seconds / m.tpot_mean_s))
+            out.append(math.log(p50.ttft_mean_seconds / m.ttft_mean_s))
+            out.append(0.5 * math.log(p99.tpot_p_seconds / m.tpot_p99_s))
+            out.append(0.5 * math.log(p99.ttft_p_seconds / m.ttft_p99_s))
+    return np.asarray(out)
+
+
+def usable(data: list[Measurement]) -> list[Measurement]:
+    """Drop configurations whose runs are dominated by start-up artefacts (TTFT of seconds at 1 req/s)."""
+    bad = {m.config for m in data if m.offered_rps == 1.0 and m.ttft_mean_s > 1.0}
+    return [m for m in data if m.config not in bad and m.model_id in KNOWN_MODELS]
+
+
+def fit(data: list[Measurement], base: Calibration | None = None, source: str = "fit") -> Calibration:
+    base = base or Calibration()
+    data = usable(data)
+    x0 = np.array([getattr(base, name) for name in FITTED])
+    lower = np.array([BOUNDS[n][0] for n in FITTED])
+    upper = np.array([BOUNDS[n][1] for n in FITTED])
+    result = least_squares(_residuals, np.clip(x0, lower, upper), bounds=(lower, upper), args=(data, base))
+    return replace(base, **dict(zip(FITTED, (float(x) for x in result.x))), source=source)
+
+
+def fit_power_exponent(mlenergy_csv: str | Path, board_watts: float = 700.0) -> float:
+    """Fit ``(P - idle) / (board - idle) = utilisation ** e`` on ML.ENERGY's H100 rows (utilisation: throughput
+    over the configuration's highest measured throughput)."""
+    groups: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    with open(mlenergy_csv, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if not row["gpu_model"].startswith("H100") or row["num_gpus"] != "1":
+                continue
+            key = (row["model_id"], row["task"], row["num_gpus"])
+            groups[key].append((float(row["output_throughput_tokens_per_sec"]), float(row["avg_power_watts_per_gpu"])))
+    idle = 0.15 * board_watts
+    xs, ys = [], []
+    for points in groups.values():
+        if len(points) < 3:
+            continue
+        peak = max(t for t, _ in points)
+        for throughput, watts in points:
+            u = throughput / peak
+            share = (watts - idle) / (board_watts - idle)
+            if 0.0 < u < 1.0 and 0.0 < share < 1.0:
+                xs.append(math.log(u))
+                ys.append(math.log(share))
+    x, y = np.asarray(xs), np.asarray(ys)
+    return float((x @ y) / (x @ x))  # least squares through the origin in log-log space
+
+
+def leave_one_model_out(data: list[Measurement], base: Calibration | None = None) -> dict[str, dict[str, float]]:
+    """For each model: fit on the others, score on it. Returns model -> median errors."""
+    data = usable(data)
+    out = {}
+    for model_id in sorted({m.model_id for m in data}):
+        train = [m for m in data if m.model_id != model_id]
+        test = [m for m in data if m.model_id == model_id]
+        calibration = fit(train, base, source=f"fit without {model_id}")
+        out[model_id] = score(test, calibration).medians()
+    return out
+
+
+def fitted_fields() -> list[str]:
+    return [f.name for f in fields(Calibration) if f.name in FITTED]

@@ -1,0 +1,55 @@
+"""One sentence per service on why its placement was chosen, and what the next-best alternative costs."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from kilowatt.economics.cost import CostBreakdown
+from kilowatt.planner.options import Option
+from kilowatt.planner.snapshot import ServiceState
+from kilowatt.planner.types import Alternative, Placement
+
+
+def alternatives(service: ServiceState, options: list[Option], at: datetime) -> list[tuple[str, float]]:
+    """Every single-pool way to serve the target alone: (description, USD/h), cheapest first."""
+    from kilowatt.planner.milp import served_cost  # local: milp imports this module
+
+    out = []
+    for o in options:
+        n = max(service.floor_replicas, math.ceil(service.target_rps / o.capacity_rps - 1e-9))
+        if n > service.max_replicas or n * o.tensor_parallel > o.pool.gpus_max:
+            continue
+        tp = f"(tp{o.tensor_parallel})" if o.tensor_parallel > 1 else ""
+        cost = served_cost(service, [(o, n)], at).total_usd_per_hour if n else 0.0
+        out.append((f"{n}×{o.pool.gpu.model}{tp} on {o.pool.name}", cost))
+    return sorted(out, key=lambda a: a[1])
+
+
+def reason_for(
+    service: ServiceState,
+    placement: tuple[Placement, ...],
+    cost: CostBreakdown,
+    alts: list[tuple[str, float]],
+    binding: str | None,
+) -> tuple[str, Alternative | None]:
+    summary = " ".join(f"{p.replicas}×{p.gpu_model}" for p in placement) or "no replicas"
+    slo = f"TTFT {service.ttft_seconds * 1000:g} ms / TPOT {service.tpot_seconds * 1000:g} ms at p{service.percentile:g}"
+    chosen = {f"{p.replicas}×{p.gpu_model}" + (f"(tp{p.tensor_parallel})" if p.tensor_parallel > 1 else "")
+              + f" on {p.pool}" for p in placement}
+    others = [a for a in alts if a[0] not in chosen or len(placement) != 1]
+    next_best = Alternative(*others[0]) if others else None
+    if binding:
+        return f"{summary} is the most that can run: {binding}; {service.target_rps:.2f} req/s needed.", next_best
+    if not placement:
+        return f"no traffic and scale-to-zero on: nothing runs ({slo}).", next_best
+    capacity = sum(p.replicas * p.capacity_rps for p in placement)
+    text = (
+        f"{summary} serve {service.demand_rps:.2f} req/s (+{service.burst_headroom:.0%} headroom, capacity "
+        f"{capacity:.2f}) within {slo} for ${cost.total_usd_per_hour:.2f}/h "
+        f"(hardware ${cost.hardware_usd_per_hour:.2f}, energy ${cost.energy_usd_per_hour:.2f})"
+    )
+    if next_best is not None and cost.total_usd_per_hour > 0:
+        extra = next_best.cost_usd_per_hour / cost.total_usd_per_hour - 1.0
+        text += f"; next best {next_best.description} at ${next_best.cost_usd_per_hour:.2f}/h ({extra:+.0%})"
+    return text + ".", next_best

@@ -1,0 +1,90 @@
+"""Where a service could run: for each allowed pool, the tensor-parallel degree that serves a req/s cheapest,
+with the per-replica capacity within the SLO and the per-replica cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from kilowatt.economics.cost import CostBreakdown
+from kilowatt.performance import CapacityModel, TokenMix
+from kilowatt.performance.capacity import Calibration, default_calibration
+from kilowatt.planner.snapshot import PoolState, ServiceState
+
+# Below this a replica is useless for the service (sub-milli-rps capacities only make the program stiff).
+MIN_CAPACITY_RPS = 1e-3
+
+
+@dataclass(frozen=True)
+class Option:
+    service: str
+    pool: PoolState
+    tensor_parallel: int
+    capacity_rps: float  # per replica, within the SLO
+    saturation_rps: float  # per replica, whatever the latency
+    planned_cost: CostBreakdown  # per replica-hour at the planned utilisation
+    from_profile: bool = False
+
+    @property
+    def usd_per_rps_hour(self) -> float:
+        return self.planned_cost.total_usd_per_hour / self.capacity_rps
+
+
+def _rounded_mix(mix: TokenMix) -> TokenMix:
+    # Two significant digits: services with near-identical traffic share cached capacity figures.
+    def r(x: float) -> float:
+        return float(f"{x:.2g}")
+
+    return TokenMix(r(mix.input_tokens), r(mix.output_tokens))
+
+
+@lru_cache(maxsize=65536)
+def _capacity(model: CapacityModel, mix: TokenMix, ttft_s: float, tpot_s: float, pct: float) -> tuple[float, float]:
+    return model.max_rps_within_slo(mix, ttft_s, tpot_s, pct), model.saturation_rps(mix)
+
+
+def replica_capacity(
+    service: ServiceState, pool: PoolState, tensor_parallel: int, calibration: Calibration | None = None
+) -> tuple[float, float]:
+    """(req/s within the SLO, saturation req/s) of one replica of ``service`` on ``pool`` at degree k."""
+    ttft_f, tpot_f = service.correction_on(pool.name)
+    model = CapacityModel(service.shape, pool.gpu, tensor_parallel, calibration or default_calibration())
+    model = model.corrected(ttft_f, tpot_f)
+    if not model.fits():
+        return 0.0, 0.0
+    return _capacity(model, _rounded_mix(service.mix), service.ttft_seconds, service.tpot_seconds, service.percentile)
+
+
+def options_for(
+    service: ServiceState, pools: tuple[PoolState, ...], at: datetime, calibration: Calibration | None = None
+) -> list[Option]:
+    out = []
+    for pool in pools:
+        if not service.may_use(pool.name):
+            continue
+        candidates = []
+        profiles = dict(service.profile_on(pool.name))
+        for k in pool.tensor_parallel_degrees:
+            capacity, saturation = replica_capacity(service, pool, k, calibration)
+            from_profile = k in profiles
+            if from_profile:
+                # A measured profile overrides the prior; the correction still applies to it.
+                capacity = profiles[k] / max(service.correction_on(pool.name))
+                saturation = max(saturation, capacity)
+            if capacity < MIN_CAPACITY_RPS:
+                continue
+            utilisation = capacity / (1.0 + service.burst_headroom) / max(saturation, capacity)
+            cost = pool.economics.replica_cost(k, utilisation, at)
+            candidates.append(Option(service.key, pool, k, capacity, saturation, cost, from_profile))
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda o: (o.usd_per_rps_hour, o.tensor_parallel))
+        current = service.current_on(pool.name)
+        if current and current.replicas > 0:
+            # Keep the running degree unless another is >10% cheaper per req/s: re-sharding restarts every replica.
+            same = [o for o in candidates if o.tensor_parallel == current.tensor_parallel]
+            if same and same[0].usd_per_rps_hour <= 1.10 * best.usd_per_rps_hour:
+                best = same[0]
+        out.append(best)
+    return out

@@ -1,0 +1,99 @@
+"""Turn each plan into safe steps: up fast, down slowly, bounded, no flapping, no gap while replicas start.
+
+Like the HPA's behaviour field: a scale-up goes to the *lowest* recommendation of the up-window (0 s: at once),
+a scale-down to the *highest* recommendation of the down-window, so a dip must last the whole window before
+capacity goes. Steps are bounded per pool. A scale-down that would leave less *ready* capacity than the
+traffic needs right now (replacements still starting) is held until they are ready.
+
+State is the recommendation history, in memory: after an operator restart the down-window starts again, which
+only ever delays a scale-down.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    scale_up_window_seconds: float = 0.0
+    scale_down_window_seconds: float = 300.0
+    max_scale_up_step: int = 8
+    max_scale_down_step: int = 1
+
+
+@dataclass(frozen=True)
+class PoolReplicas:
+    desired: int  # what the Deployment asks for now
+    ready: int  # what serves now
+    capacity_rps: float  # per replica, within the SLO
+
+
+@dataclass(frozen=True)
+class Step:
+    replicas: dict[str, int]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class Stabiliser:
+    _history: dict[str, deque[tuple[float, dict[str, int]]]] = field(default_factory=lambda: defaultdict(deque))
+
+    def forget(self, service: str) -> None:
+        self._history.pop(service, None)
+
+    def step(
+        self,
+        service: str,
+        recommended: dict[str, int],
+        current: dict[str, PoolReplicas],
+        demand_rps: float,
+        now_seconds: float,
+        policy: ScalingPolicy,
+    ) -> Step:
+        history = self._history[service]
+        history.append((now_seconds, dict(recommended)))
+        horizon = max(policy.scale_up_window_seconds, policy.scale_down_window_seconds)
+        while history and history[0][0] < now_seconds - horizon:
+            history.popleft()
+
+        pools = set(recommended) | set(current)
+        out: dict[str, int] = {}
+        notes: list[str] = []
+        for pool in sorted(pools):
+            now = current.get(pool, PoolReplicas(0, 0, 0.0)).desired
+            want = recommended.get(pool, 0)
+            if want > now:
+                window = [r.get(pool, 0) for t, r in history if t >= now_seconds - policy.scale_up_window_seconds]
+                target = max(now, min(window) if window else want)
+                out[pool] = min(target, now + policy.max_scale_up_step)
+                if out[pool] < want:
+                    notes.append(f"{pool}: up {now}→{out[pool]} of {want} (step or window bound)")
+            elif want < now:
+                window = [r.get(pool, 0) for t, r in history if t >= now_seconds - policy.scale_down_window_seconds]
+                # Only a recommendation that has held for the whole window counts: history must reach back.
+                covered = history[0][0] <= now_seconds - policy.scale_down_window_seconds
+                target = max(window) if covered else now
+                out[pool] = max(min(now, target), now - policy.max_scale_down_step)
+                if out[pool] > want:
+                    notes.append(f"{pool}: down {now}→{out[pool]} of {want} (waiting out the "
+                                 f"{policy.scale_down_window_seconds:g}s window or step bound)")
+            else:
+                out[pool] = now
+
+        # Never remove ready capacity the current traffic needs while other replicas are still starting.
+        def ready_capacity(plan: dict[str, int]) -> float:
+            return sum(min(plan.get(p, 0), c.ready) * c.capacity_rps for p, c in current.items())
+
+        for pool in sorted(pools):
+            c = current.get(pool)
+            if c is None or out[pool] >= c.desired:
+                continue
+            held = out[pool]
+            while held < c.desired and ready_capacity({**out, pool: held}) < demand_rps:
+                held += 1
+            if held > out[pool]:
+                notes.append(f"{pool}: holding {held} (not {out[pool]}) until new replicas are ready")
+                out[pool] = held
+        return Step(out, tuple(notes))

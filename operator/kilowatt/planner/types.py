@@ -1,0 +1,123 @@
+"""What the planner returns: a placement per service, its cost, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kilowatt.economics.cost import CostBreakdown
+
+
+@dataclass(frozen=True)
+class Placement:
+    pool: str
+    gpu_model: str
+    replicas: int
+    tensor_parallel: int
+    capacity_rps: float  # per replica, within the SLO
+
+
+@dataclass(frozen=True)
+class Alternative:
+    description: str
+    cost_usd_per_hour: float
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    key: str
+    demand_rps: float
+    target_rps: float
+    placement: tuple[Placement, ...]
+    cost: CostBreakdown
+    reason: str
+    next_best: Alternative | None = None
+    unmet_rps: float = 0.0
+    binding: str | None = None
+
+    @property
+    def capacity_rps(self) -> float:
+        return sum(p.replicas * p.capacity_rps for p in self.placement)
+
+    @property
+    def replicas(self) -> int:
+        return sum(p.replicas for p in self.placement)
+
+    def summary(self) -> str:
+        """``3×RTX-4090 1×H100-SXM``, or ``0`` when nothing runs."""
+        parts = [f"{p.replicas}×{p.gpu_model}" + (f"(tp{p.tensor_parallel})" if p.tensor_parallel > 1 else "")
+                 for p in self.placement if p.replicas > 0]
+        return " ".join(parts) or "0"
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    name: str
+    gpus_used: int
+    gpus_max: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    feasible: bool
+    services: tuple[ServicePlan, ...]
+    pools: tuple[PoolUsage, ...]
+    solve_seconds: float
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def cost(self) -> CostBreakdown:
+        total = CostBreakdown(0.0, 0.0, 0.0)
+        for s in self.services:
+            total = total + s.cost
+        return total
+
+    def service(self, key: str) -> ServicePlan:
+        for s in self.services:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+    def to_json(self) -> dict:
+        """The CLI's contract: ``kilowatt plan -o json``."""
+        return {
+            "feasible": self.feasible,
+            "totalCostPerHourUsd": round(self.cost.total_usd_per_hour, 6),
+            "hardwareCostPerHourUsd": round(self.cost.hardware_usd_per_hour, 6),
+            "energyCostPerHourUsd": round(self.cost.energy_usd_per_hour, 6),
+            "powerWatts": round(self.cost.power_watts, 3),
+            "solveSeconds": round(self.solve_seconds, 6),
+            "problems": list(self.problems),
+            "services": [
+                {
+                    "namespace": s.key.split("/", 1)[0],
+                    "name": s.key.split("/", 1)[1],
+                    "demandRps": round(s.demand_rps, 6),
+                    "targetRps": round(s.target_rps, 6),
+                    "capacityRps": round(s.capacity_rps, 6),
+                    "costPerHourUsd": round(s.cost.total_usd_per_hour, 6),
+                    "hardwareCostPerHourUsd": round(s.cost.hardware_usd_per_hour, 6),
+                    "energyCostPerHourUsd": round(s.cost.energy_usd_per_hour, 6),
+                    "powerWatts": round(s.cost.power_watts, 3),
+                    "placement": [
+                        {
+                            "pool": p.pool,
+                            "gpu": p.gpu_model,
+                            "replicas": p.replicas,
+                            "tensorParallel": p.tensor_parallel,
+                            "capacityRps": round(p.capacity_rps, 6),
+                        }
+                        for p in s.placement
+                    ],
+                    "reason": s.reason,
+                    "nextBest": (
+                        {"description": s.next_best.description, "costPerHourUsd": round(s.next_best.cost_usd_per_hour, 6)}
+                        if s.next_best
+                        else None
+                    ),
+                    "unmetRps": round(s.unmet_rps, 6),
+                    "binding": s.binding,
+                }
+                for s in self.services
+            ],
+            "pools": [{"name": p.name, "gpusUsed": p.gpus_used, "gpusMax": p.gpus_max} for p in self.pools],
+        }

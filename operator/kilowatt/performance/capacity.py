@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 
 from kilowatt.performance.hardware import GIB, GPU
@@ -48,7 +48,12 @@ class Calibration:
     tpot_tail: float = 1.15  # p99 / mean TPOT below saturation
     max_batch: int = 256  # vLLM's max_num_seqs
     memory_utilization: float = 0.90  # vLLM's gpu_memory_utilization
-    runtime_overhead_gib: float = 1.5  # activations, CUDA graphs, allocator slack per GPU
+    runtime_overhead_gib: float = 1.5  # CUDA graphs, allocator slack per GPU
+    activation_fraction: float = 0.03  # activation workspace per GPU, as a share of that GPU's weight bytes
+    tensor_parallel_efficiency: float = 0.9  # bandwidth kept per doubling of k (smaller shards, sync points)
+    # Per-GPU-type engine-step overhead where measurements show the host differs (consumer PCs vs servers):
+    # (gpu model, seconds) pairs; others use step_overhead_seconds.
+    step_overhead_by_gpu: tuple[tuple[str, float], ...] = ()
     power_exponent: float = 0.25  # power = idle + (board - idle) * utilisation ** exponent
     source: str = "defaults"
 
@@ -60,10 +65,17 @@ class Calibration:
         else:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
-        return cls(**json.loads(text))
+        raw = json.loads(text)
+        raw["step_overhead_by_gpu"] = tuple((g, float(x)) for g, x in raw.get("step_overhead_by_gpu", {}).items())
+        return cls(**raw)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        raw = asdict(self)
+        raw["step_overhead_by_gpu"] = dict(self.step_overhead_by_gpu)
+        return json.dumps(raw, indent=2, sort_keys=True) + "\n"
+
+    def step_overhead_for(self, gpu_model: str) -> float:
+        return dict(self.step_overhead_by_gpu).get(gpu_model, self.step_overhead_seconds)
 
 
 _DEFAULT: Calibration | None = None
@@ -117,7 +129,8 @@ class CapacityModel:
         """Tokens of KV cache that fit beside the weights on all k GPUs (negative: the weights do not fit)."""
         c, k = self.calibration, self.tensor_parallel
         usable = k * (self.gpu.memory_bytes * c.memory_utilization - c.runtime_overhead_gib * GIB)
-        return (usable - self.shape.weight_bytes) / self.shape.kv_bytes_per_token
+        weights = self.shape.weight_bytes * (1.0 + c.activation_fraction)
+        return (usable - weights) / self.shape.kv_bytes_per_token
 
     def fits(self) -> bool:
         """Weights plus the KV cache of at least one full-context request fit in k GPUs' memory."""
@@ -140,12 +153,18 @@ class CapacityModel:
 
     def _step_pieces(self, context_tokens: float) -> tuple[tuple[float, float], tuple[float, float]]:
         """Decode step time as max of two affine functions of the batch: (intercept, slope) for memory, compute."""
-        c, k, g, s = self.calibration, self.tensor_parallel, self.gpu, self.shape
-        bandwidth = c.bandwidth_efficiency * g.bandwidth_bytes_per_second * k
-        fixed = c.step_overhead_seconds + self._allreduce_seconds
+        c, g, s = self.calibration, self.gpu, self.shape
+        bandwidth = self._bandwidth
+        fixed = c.step_overhead_for(g.model) + self._allreduce_seconds
         memory = (fixed + s.weight_bytes / bandwidth, context_tokens * s.kv_bytes_per_token / bandwidth)
-        compute = (fixed, s.flops_per_token / (c.flops_efficiency * g.flops_per_second * k))
+        compute = (fixed, s.flops_per_token / (c.flops_efficiency * g.flops_per_second * self.tensor_parallel))
         return (memory[0], memory[1] + c.per_sequence_seconds), (compute[0], compute[1] + c.per_sequence_seconds)
+
+    @cached_property
+    def _bandwidth(self) -> float:
+        """Effective bytes/s of k GPUs streaming their shards."""
+        c, k = self.calibration, self.tensor_parallel
+        return c.bandwidth_efficiency * self.gpu.bandwidth_bytes_per_second * k * c.tensor_parallel_efficiency ** math.log2(k)
 
     def step_seconds(self, batch: float, context_tokens: float) -> float:
         return max(a + b * batch for a, b in self._step_pieces(context_tokens))
@@ -153,8 +172,8 @@ class CapacityModel:
     def prefill_seconds(self, prompt_tokens: float) -> float:
         c, k, g, s = self.calibration, self.tensor_parallel, self.gpu, self.shape
         compute = prompt_tokens * s.flops_per_token / (c.flops_efficiency * g.flops_per_second * k)
-        weights = s.weight_bytes / (c.bandwidth_efficiency * g.bandwidth_bytes_per_second * k)
-        return c.step_overhead_seconds + self._allreduce_seconds + max(compute, weights)
+        weights = s.weight_bytes / self._bandwidth
+        return c.step_overhead_for(g.model) + self._allreduce_seconds + max(compute, weights)
 
     def _prefill_share(self, load_rps: float, mix: TokenMix) -> float:
         c = self.calibration
@@ -182,11 +201,14 @@ class CapacityModel:
         return self._saturation(mix)
 
     def _saturation(self, mix: TokenMix) -> float:
+        return _saturation_cached(self, mix)
+
+    def _solve_saturation(self, mix: TokenMix) -> float:
         if not self.fits() or self.batch_limit(mix) < 1.0:
             return 0.0
         high = 1.0 / max(self._prefill_share(1.0, mix), 1e-12)
         low = 0.0
-        for _ in range(60):
+        for _ in range(48):
             mid = (low + high) / 2.0
             if self._batch_at(mid, mix) is None:
                 high = mid
@@ -238,3 +260,8 @@ class CapacityModel:
             mid = (low + high) / 2.0
             low, high = (mid, high) if ok(mid) else (low, mid)
         return low
+
+
+@lru_cache(maxsize=65536)
+def _saturation_cached(model: CapacityModel, mix: TokenMix) -> float:
+    return model._solve_saturation(mix)

@@ -33,6 +33,7 @@ class ServicePlan:
     next_best: Alternative | None = None
     unmet_rps: float = 0.0
     binding: str | None = None
+    planned_usd_per_hour: float = 0.0  # the objective's view: per-replica cost at the planned utilisation
 
     @property
     def capacity_rps(self) -> float:

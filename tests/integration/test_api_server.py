@@ -1,0 +1,130 @@
+"""The CRDs in a real API server: examples apply, kubectl shows the columns, bad objects get a 422 naming the field."""
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from tests.paths import EXAMPLES
+
+pytestmark = pytest.mark.integration
+
+SERVICE = yaml.safe_load((EXAMPLES / "llama3-8b.yaml").read_text())
+POOL = yaml.safe_load((EXAMPLES / "pool-h100.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def examples(kubectl, crds):
+    kubectl("apply", "-f", "manifests/examples/")
+    yield
+    kubectl("delete", "-f", "manifests/examples/", "--ignore-not-found")
+
+
+def _custom(api):
+    api_client, client = api
+    return client.CustomObjectsApi(api_client)
+
+
+def _create(api, doc):
+    from kubernetes.client.rest import ApiException
+
+    custom = _custom(api)
+    try:
+        if doc["kind"] == "AcceleratorPool":
+            custom.create_cluster_custom_object("kilowatt.dev", "v1alpha1", "acceleratorpools", doc)
+        else:
+            custom.create_namespaced_custom_object("kilowatt.dev", "v1alpha1", doc["metadata"].get("namespace", "default"),
+                                                   "inferenceservices", doc)
+    except ApiException as exc:
+        return exc.status, json.loads(exc.body)["message"]
+    return 201, ""
+
+
+def test_examples_apply_and_show_every_column(kubectl, examples):
+    pools = kubectl("get", "acceleratorpools").stdout
+    assert pools.split("\n")[0].split() == ["NAME", "GPU", "GPUS", "IN-USE", "USD/GPU-H", "USD/KWH", "AGE"]
+    assert "RTX-4090" in pools and "H100-SXM" in pools
+    services = kubectl("get", "kwis", "-n", "default").stdout
+    header = services.split("\n")[0].split()
+    assert header == ["NAME", "MODE", "REPLICAS", "PLACEMENT", "REQ/S", "TTFT-P95-MS", "SLO-MET", "USD/H", "AGE"]
+    assert services.split("\n")[1].split()[:2] == ["llama3-8b-chat", "Active"]
+    # The category lists both kinds at once.
+    everything = kubectl("get", "kilowatt", "-A").stdout
+    assert "inferenceservice.kilowatt.dev/llama3-8b-chat" in everything
+    assert "acceleratorpool.kilowatt.dev/rtx4090" in everything
+
+
+def test_status_fills_the_columns(kubectl, api, examples):
+    status = {"status": {"readyReplicas": 3, "placementSummary": "3×RTX-4090", "sloMet": "True",
+                         "costPerHourUsd": 0.47, "observed": {"requestsPerSecond": 20.0, "ttftP95Milliseconds": 180.5}}}
+    _custom(api).patch_namespaced_custom_object_status("kilowatt.dev", "v1alpha1", "default", "inferenceservices",
+                                                        "llama3-8b-chat", status)
+    row = kubectl("get", "kwis", "llama3-8b-chat", "-n", "default", "--no-headers").stdout.split()
+    assert row[:8] == ["llama3-8b-chat", "Active", "3", "3×RTX-4090", "20", "180.5", "True", "0.47"]
+
+
+def test_the_api_server_fills_in_defaults(api, crds):
+    doc = copy.deepcopy(SERVICE)
+    doc["metadata"]["name"] = "defaults"
+    del doc["spec"]["scaling"], doc["spec"]["replicas"]
+    assert _create(api, doc) == (201, "")
+    got = _custom(api).get_namespaced_custom_object("kilowatt.dev", "v1alpha1", "default", "inferenceservices",
+                                                    "defaults")
+    assert got["spec"]["scaling"]["mode"] == "Active"
+    assert got["spec"]["scaling"]["scaleDownStabilizationSeconds"] == 300
+    assert got["spec"]["replicas"] == {"min": 0, "max": 16}
+    assert got["spec"]["model"]["maxContextTokens"] == 8192
+
+
+def _service(name, mutate):
+    doc = copy.deepcopy(SERVICE)
+    doc["metadata"]["name"] = name
+    mutate(doc["spec"])
+    return doc
+
+
+def _pool(name, mutate):
+    doc = copy.deepcopy(POOL)
+    doc["metadata"]["name"] = name
+    mutate(doc["spec"])
+    return doc
+
+
+@pytest.mark.parametrize(
+    "doc,field",
+    [
+        (_service("neg-min", lambda s: s["replicas"].update(min=-1)), "spec.replicas.min"),
+        (_service("zero-max", lambda s: s["replicas"].update(max=0)), "spec.replicas.max"),
+        (_service("no-slo", lambda s: s.pop("slo")), "spec.slo"),
+        (_service("neg-ttft", lambda s: s["slo"].update(ttftMilliseconds=-5)), "spec.slo.ttftMilliseconds"),
+        (_service("zero-tpot", lambda s: s["slo"].update(tpotMilliseconds=0)), "spec.slo.tpotMilliseconds"),
+        (_service("wrong-type", lambda s: s["model"].update(parametersBillion="eight")),
+         "spec.model.parametersBillion"),
+        (_service("bad-mode", lambda s: s["scaling"].update(mode="Aggressive")), "spec.scaling.mode"),
+        (_service("bad-pool-name", lambda s: s.update(pools=["Not_A_Name"])), "spec.pools"),
+        (_pool("neg-price", lambda s: s["cost"].update(usdPerGPUHour=-1)), "spec.cost.usdPerGPUHour"),
+        (_pool("neg-kwh", lambda s: s["cost"]["electricity"].update(flatUsdPerKWh=-0.1)),
+         "spec.cost.electricity.flatUsdPerKWh"),
+        (_pool("bad-pue", lambda s: s["cost"].update(pue=0.5)), "spec.cost.pue"),
+        (_pool("bad-hour", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "UTC", "periods": [
+            {"start": "25:00", "end": "24:00", "usdPerKWh": 0.1}]}})), "spec.cost.electricity.timeOfUse.periods"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else x["metadata"]["name"],
+)
+def test_invalid_objects_are_refused_with_the_field(api, crds, doc, field):
+    status, message = _create(api, doc)
+    assert status == 422, message
+    assert field in message
+
+
+def test_cross_field_rules_need_the_operator_on_1_20(api, crds):
+    """Kubernetes 1.20 has no CEL: min > max passes the schema. `kilowatt validate` (and the operator's status,
+    a later issue) refuses it by name; this test pins that split so a future CEL rule replaces it knowingly."""
+    from kilowatt.api.v1alpha1 import InferenceService, short_error
+
+    doc = _service("inverted", lambda s: s.update(replicas={"min": 5, "max": 2}))
+    assert _create(api, doc) == (201, "")
+    with pytest.raises(Exception) as err:
+        InferenceService.model_validate(doc)
+    assert short_error(err.value) == "spec.replicas: min (5) must be at most max (2)"

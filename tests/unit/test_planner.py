@@ -1,0 +1,238 @@
+"""The global planner: demand met within SLO, limits respected, optimal on small cases, clear when stuck."""
+
+import itertools
+import math
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kilowatt.economics import FlatPrice, PoolEconomics, PowerCurve
+from kilowatt.performance import ModelShape, TokenMix, gpu_by_name
+from kilowatt.planner import PoolState, ServiceState, Snapshot, plan
+from kilowatt.planner.options import options_for
+from kilowatt.planner.snapshot import CurrentPlacement
+from kilowatt.state import load_objects, snapshot_from_objects
+
+from tests.paths import EXAMPLES
+
+NOON = datetime(2026, 7, 1, 12, tzinfo=timezone.utc)
+SHAPES = {
+    "8b": ModelShape(8.03, "bf16", 32, 8, 128),
+    "14b": ModelShape(14.7, "bf16", 40, 10, 128),
+    "70b": ModelShape(70.6, "bf16", 80, 8, 128),
+    "1.5b": ModelShape(1.78, "bf16", 28, 2, 128),
+}
+
+
+def pool(name, gpu, gpus, usd_per_gpu_hour, usd_per_kwh=0.1, per_node=1):
+    g = gpu_by_name(gpu)
+    econ = PoolEconomics(usd_per_gpu_hour, 1.2, PowerCurve(g.idle_power_watts, g.board_power_watts, 0.33),
+                         FlatPrice(usd_per_kwh))
+    return PoolState(name, g, econ, gpus, per_node)
+
+
+def service(key="default/a", shape="8b", demand=10.0, ttft=0.5, tpot=0.05, **kw):
+    return ServiceState(key=key, shape=SHAPES[shape], ttft_seconds=ttft, tpot_seconds=tpot, demand_rps=demand,
+                        mix=TokenMix(205, 200), **kw)
+
+
+def cheap_and_fast():
+    return (pool("rtx4090", "RTX-4090", 16, 0.10), pool("h100", "H100-SXM", 16, 2.49, per_node=8))
+
+
+def test_cheap_pool_serves_while_it_has_room():
+    result = plan(Snapshot(NOON, cheap_and_fast(), (service(demand=10),)))
+    s = result.service("default/a")
+    assert result.feasible
+    assert {p.pool for p in s.placement} == {"rtx4090"}
+    assert s.capacity_rps >= s.target_rps
+    assert "next best" in s.reason and "H100" in s.next_best.description
+
+
+def test_overflow_spills_to_the_next_pool_when_the_cheap_one_is_full():
+    result = plan(Snapshot(NOON, cheap_and_fast(), (service(demand=200, max_replicas=40),)))
+    s = result.service("default/a")
+    used = {p.name: p.gpus_used for p in result.pools}
+    by_pool = {p.pool: p for p in s.placement}
+    assert used["h100"] > 0 and s.capacity_rps >= s.target_rps and result.feasible
+    # The cheap pool runs as full as integers allow: leaving more than one H100's worth of 4090s idle
+    # would mean buying an H100 that 4090s could have replaced.
+    idle_4090_rps = (16 - used["rtx4090"]) * by_pool["rtx4090"].capacity_rps
+    assert idle_4090_rps < by_pool["h100"].capacity_rps
+
+
+def test_a_full_pool_is_named_as_the_binding_constraint():
+    pools = (pool("rtx4090", "RTX-4090", 2, 0.10),)
+    result = plan(Snapshot(NOON, pools, (service("team-a/llama3-8b", demand=100, max_replicas=40),)))
+    s = result.service("team-a/llama3-8b")
+    assert not result.feasible
+    assert s.unmet_rps > 0 and s.replicas == 2
+    assert result.problems == ("pool rtx4090 full: 2/2 GPUs; SLO at risk for team-a/llama3-8b",)
+
+
+def test_max_replicas_is_named_when_it_binds():
+    result = plan(Snapshot(NOON, cheap_and_fast(), (service(demand=100, max_replicas=2),)))
+    assert result.service("default/a").binding == "replicas.max (2) reached"
+
+
+def test_a_model_that_fits_no_allowed_pool_gets_a_reason_not_an_exception():
+    pools = (pool("rtx4090", "RTX-4090", 16, 0.10),)
+    result = plan(Snapshot(NOON, pools, (service(shape="70b", demand=1),)))
+    s = result.service("default/a")
+    assert s.replicas == 0
+    assert s.binding.startswith("no allowed pool (any pool) fits 70.6B bf16")
+
+
+def test_allowed_pools_are_respected():
+    result = plan(Snapshot(NOON, cheap_and_fast(), (service(demand=5, allowed_pools=("h100",)),)))
+    assert {p.pool for p in result.service("default/a").placement} == {"h100"}
+
+
+def test_seventy_b_uses_tensor_parallelism_on_h100():
+    result = plan(Snapshot(NOON, cheap_and_fast(), (service(shape="70b", demand=2, tpot=0.1, ttft=2.0),)))
+    placement = result.service("default/a").placement
+    assert placement and all(p.pool == "h100" and p.tensor_parallel >= 2 for p in placement)
+
+
+def test_no_traffic_keeps_one_replica_unless_scale_to_zero():
+    assert plan(Snapshot(NOON, cheap_and_fast(), (service(demand=0),))).service("default/a").replicas == 1
+    zero = plan(Snapshot(NOON, cheap_and_fast(), (service(demand=0, scale_to_zero=True),)))
+    assert zero.service("default/a").replicas == 0
+
+
+def test_min_replicas_is_honoured():
+    assert plan(Snapshot(NOON, cheap_and_fast(), (service(demand=0.1, min_replicas=3),))).service(
+        "default/a").replicas == 3
+
+
+def test_churn_cost_keeps_a_running_placement_for_a_small_saving():
+    pools = (pool("a", "RTX-4090", 16, 0.100), pool("b", "RTX-4090", 16, 0.099))
+    current = (("a", CurrentPlacement(4, 1, 4)),)
+    result = plan(Snapshot(NOON, pools, (service(demand=25, current=current),)))
+    assert {p.pool: p.replicas for p in result.service("default/a").placement} == {"a": 4}
+    # Without the running placement the cheaper pool wins.
+    fresh = plan(Snapshot(NOON, pools, (service(demand=25),)))
+    assert {p.pool for p in fresh.service("default/a").placement} == {"b"}
+
+
+def test_a_measured_profile_overrides_the_prior():
+    pools = (pool("rtx4090", "RTX-4090", 16, 0.10),)
+    result = plan(Snapshot(NOON, pools, (service(demand=10, profiles=(("rtx4090", 1, 2.5),)),)))
+    s = result.service("default/a")
+    assert s.placement[0].capacity_rps == 2.5
+    assert s.replicas == math.ceil(12 / 2.5)
+
+
+def test_expensive_electricity_moves_load_to_the_efficient_gpu():
+    # At $0.10/kWh the 4090 serves a req/s cheapest; at $5/kWh the GPU with more req/s per watt wins.
+    cheap = plan(Snapshot(NOON, (pool("rtx4090", "RTX-4090", 16, 0.30), pool("h100", "H100-SXM", 16, 2.0)),
+                          (service(demand=20),)))
+    assert {p.pool for p in cheap.service("default/a").placement} == {"rtx4090"}
+    spike = (pool("rtx4090", "RTX-4090", 16, 0.30, usd_per_kwh=5.0), pool("h100", "H100-SXM", 16, 2.0, 5.0))
+    result = plan(Snapshot(NOON, spike, (service(demand=20),)))
+    assert {p.pool for p in result.service("default/a").placement} == {"h100"}
+
+
+def test_plan_from_the_examples_and_its_json_contract():
+    pools, services = load_objects([EXAMPLES])
+    result = plan(snapshot_from_objects(pools, services, {"default/llama3-8b-chat": 20.0}, NOON))
+    out = result.to_json()
+    assert set(out) >= {"feasible", "totalCostPerHourUsd", "services", "pools"}
+    svc = out["services"][0]
+    assert (svc["namespace"], svc["name"]) == ("default", "llama3-8b-chat")
+    assert set(svc) >= {"namespace", "name", "costPerHourUsd", "placement", "reason"}
+    assert set(svc["placement"][0]) >= {"pool", "replicas", "tensorParallel", "capacityRps"}
+    assert {p["name"] for p in out["pools"]} == {"rtx4090", "h100"}
+    assert out["totalCostPerHourUsd"] == pytest.approx(svc["costPerHourUsd"])
+
+
+# -- properties ---------------------------------------------------------------------------------------------
+
+gpus = st.sampled_from(["RTX-4090", "H100-SXM", "L40S", "A100-80GB"])
+pool_st = st.builds(
+    lambda i, g, n, price, kwh: pool(f"p{i}", g, n, price, kwh),
+    st.integers(0, 999), gpus, st.integers(0, 12), st.floats(0.05, 4.0), st.floats(0.0, 1.0),
+)
+service_st = st.builds(
+    lambda i, shape, demand, tpot, mx: service(f"ns/s{i}", shape, demand, 1.0, tpot, max_replicas=mx),
+    st.integers(0, 999), st.sampled_from(["1.5b", "8b", "14b", "70b"]), st.floats(0, 40), st.floats(0.03, 0.2),
+    st.integers(1, 12),
+)
+
+
+def _unique(items):
+    seen, out = set(), []
+    for x in items:
+        key = getattr(x, "name", None) or x.key
+        if key not in seen:
+            seen.add(key)
+            out.append(x)
+    return tuple(out)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pools=st.lists(pool_st, min_size=1, max_size=3), services=st.lists(service_st, min_size=1, max_size=3))
+def test_plans_respect_pools_fit_and_demand(pools, services):
+    pools, services = _unique(pools), _unique(services)
+    snapshot = Snapshot(NOON, pools, services)
+    result = plan(snapshot)
+    by_name = {p.name: p for p in pools}
+    for usage in result.pools:
+        assert usage.gpus_used <= usage.gpus_max
+    for s, sp in zip(services, result.services):
+        assert sp.replicas <= s.max_replicas
+        for placement in sp.placement:
+            option = [o for o in options_for(s, (by_name[placement.pool],), NOON)
+                      if o.tensor_parallel == placement.tensor_parallel]
+            assert option, f"{s.key} placed on {placement.pool} where it does not fit or meet the SLO"
+        if sp.binding is None:
+            assert sp.capacity_rps >= s.target_rps - 1e-6
+        else:
+            assert sp.reason and sp.binding in " ".join(result.problems)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pools=st.lists(pool_st, min_size=1, max_size=3), svc=service_st)
+def test_never_dearer_than_any_single_pool_plan(pools, svc):
+    pools = _unique(pools)
+    result = plan(Snapshot(NOON, pools, (svc,)))
+    sp = result.service(svc.key)
+    if sp.binding is not None:
+        return
+    for o in options_for(svc, pools, NOON):
+        n = max(svc.floor_replicas, math.ceil(svc.target_rps / o.capacity_rps - 1e-9))
+        if n <= svc.max_replicas and n * o.tensor_parallel <= o.pool.gpus_max:
+            assert sp.planned_usd_per_hour <= n * o.planned_cost.total_usd_per_hour + 1e-6
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pools=st.lists(pool_st, min_size=1, max_size=2), services=st.lists(service_st, min_size=1, max_size=2))
+def test_cost_equals_the_brute_force_optimum(pools, services):
+    pools, services = _unique(pools), _unique(services)
+    snapshot = Snapshot(NOON, pools, services)
+    result = plan(snapshot)
+    if not result.feasible:
+        return
+    options = [o for s in services for o in options_for(s, pools, NOON)]
+    ranges = [range(0, min(s.max_replicas for s in services if s.key == o.service) + 1) for o in options]
+    best = math.inf
+    for counts in itertools.product(*ranges):
+        used = {p.name: 0 for p in pools}
+        ok = True
+        for o, n in zip(options, counts):
+            used[o.pool.name] += n * o.tensor_parallel
+        if any(used[p.name] > p.gpus_max for p in pools):
+            continue
+        for s in services:
+            mine = [(o, n) for o, n in zip(options, counts) if o.service == s.key]
+            if sum(o.capacity_rps * n for o, n in mine) < s.target_rps - 1e-9:
+                ok = False
+            total = sum(n for _, n in mine)
+            if not (min(s.floor_replicas, s.max_replicas) <= total <= s.max_replicas):
+                ok = False
+        if ok:
+            best = min(best, sum(o.planned_cost.total_usd_per_hour * n for o, n in zip(options, counts)))
+    got = sum(sp.planned_usd_per_hour for sp in result.services)
+    assert got == pytest.approx(best, rel=1e-6, abs=1e-9)

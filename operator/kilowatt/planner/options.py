@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 
 from kilowatt.economics.cost import CostBreakdown
 from kilowatt.performance import CapacityModel, TokenMix
@@ -39,34 +38,73 @@ def _rounded_mix(mix: TokenMix) -> TokenMix:
     return TokenMix(r(mix.input_tokens), r(mix.output_tokens))
 
 
-@lru_cache(maxsize=65536)
-def _capacity(model: CapacityModel, mix: TokenMix, ttft_s: float, tpot_s: float, pct: float) -> tuple[float, float]:
-    return model.max_rps_within_slo(mix, ttft_s, tpot_s, pct), model.saturation_rps(mix)
+class _CapacityCache:
+    """(req/s within SLO, saturation req/s) by service traffic shape, then by GPU, degree and correction.
+
+    Two levels so a plan over S services x P pools hashes each service's key once, not S x P x k times;
+    bounded by clearing when it grows past ``limit`` service shapes (they rarely change between periods).
+    """
+
+    def __init__(self, limit: int = 20000) -> None:
+        self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}
+        self.limit = limit
+
+    def cache_clear(self) -> None:
+        self._by_service.clear()
+
+    def table(self, service: ServiceState, calibration: Calibration) -> dict[tuple, tuple[float, float]]:
+        key = (service.shape, _rounded_mix(service.mix), service.ttft_seconds, service.tpot_seconds,
+               service.percentile, id(calibration))
+        table = self._by_service.get(key)
+        if table is None:
+            if len(self._by_service) >= self.limit:
+                self._by_service.clear()
+            table = self._by_service[key] = {}
+        return table
+
+
+_capacity = _CapacityCache()
 
 
 def replica_capacity(
-    service: ServiceState, pool: PoolState, tensor_parallel: int, calibration: Calibration | None = None
+    service: ServiceState,
+    pool: PoolState,
+    tensor_parallel: int,
+    calibration: Calibration | None = None,
+    table: dict[tuple, tuple[float, float]] | None = None,
 ) -> tuple[float, float]:
     """(req/s within the SLO, saturation req/s) of one replica of ``service`` on ``pool`` at degree k."""
-    ttft_f, tpot_f = service.correction_on(pool.name)
-    model = CapacityModel(service.shape, pool.gpu, tensor_parallel, calibration or default_calibration())
-    model = model.corrected(ttft_f, tpot_f)
-    if not model.fits():
-        return 0.0, 0.0
-    return _capacity(model, _rounded_mix(service.mix), service.ttft_seconds, service.tpot_seconds, service.percentile)
+    calibration = calibration or default_calibration()
+    if table is None:
+        table = _capacity.table(service, calibration)
+    factors = service.correction_on(pool.name)
+    key = (pool.gpu, tensor_parallel, factors)
+    found = table.get(key)
+    if found is None:
+        model = CapacityModel(service.shape, pool.gpu, tensor_parallel, calibration).corrected(*factors)
+        if not model.fits():
+            found = (0.0, 0.0)
+        else:
+            mix = _rounded_mix(service.mix)
+            found = (model.max_rps_within_slo(mix, service.ttft_seconds, service.tpot_seconds, service.percentile),
+                     model.saturation_rps(mix))
+        table[key] = found
+    return found
 
 
 def options_for(
     service: ServiceState, pools: tuple[PoolState, ...], at: datetime, calibration: Calibration | None = None
 ) -> list[Option]:
     out = []
+    calibration = calibration or default_calibration()
+    table = _capacity.table(service, calibration)
     for pool in pools:
         if not service.may_use(pool.name):
             continue
         candidates = []
         profiles = dict(service.profile_on(pool.name))
         for k in pool.tensor_parallel_degrees:
-            capacity, saturation = replica_capacity(service, pool, k, calibration)
+            capacity, saturation = replica_capacity(service, pool, k, calibration, table)
             from_profile = k in profiles
             if from_profile:
                 # A measured profile overrides the prior; the correction still applies to it.

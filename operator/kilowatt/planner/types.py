@@ -64,6 +64,7 @@ class Plan:
     pools: tuple[PoolUsage, ...]
     solve_seconds: float
     problems: tuple[str, ...] = field(default_factory=tuple)
+    optimality_gap: float = 0.0  # relative gap to HiGHS's bound when the plan was returned (0: proven optimal)
 
     @property
     def cost(self) -> CostBreakdown:
@@ -87,6 +88,7 @@ class Plan:
             "energyCostPerHourUsd": round(self.cost.energy_usd_per_hour, 6),
             "powerWatts": round(self.cost.power_watts, 3),
             "solveSeconds": round(self.solve_seconds, 6),
+            "optimalityGap": round(self.optimality_gap, 6) if self.optimality_gap != float("inf") else None,
             "problems": list(self.problems),
             "services": [
                 {

@@ -50,15 +50,20 @@ def _gap(n_options: int) -> float:
 
 
 def plan(
-    snapshot: Snapshot, calibration: Calibration | None = None, time_limit_seconds: float = SOLVER_TIME_LIMIT_SECONDS
+    snapshot: Snapshot,
+    calibration: Calibration | None = None,
+    time_limit_seconds: float = SOLVER_TIME_LIMIT_SECONDS,
+    exact: bool = False,
 ) -> Plan:
+    """Plan every service on every pool. ``time_limit_seconds`` bounds the whole call on large programs;
+    ``exact`` runs full branch-and-bound (presolve on) until the gap closes or the limit — for reference solves."""
     started = time.perf_counter()
     by_service: dict[str, list[Option]] = {
         s.key: options_for(s, snapshot.pools, snapshot.at, calibration) for s in snapshot.services
     }
     options = [o for s in snapshot.services for o in by_service[s.key]]
     budget = max(0.05, time_limit_seconds - (time.perf_counter() - started))
-    counts, gap = _solve(snapshot, options, budget)
+    counts, gap = _solve(snapshot, options, budget, exact)
     return _assemble(snapshot, by_service, options, counts, time.perf_counter() - started, gap)
 
 
@@ -90,7 +95,9 @@ def greedy(snapshot: Snapshot, options: list[Option]) -> list[int]:
     return counts
 
 
-def _solve(snapshot: Snapshot, options: list[Option], time_limit_seconds: float) -> tuple[list[int], float]:
+def _solve(
+    snapshot: Snapshot, options: list[Option], time_limit_seconds: float, exact: bool = False
+) -> tuple[list[int], float]:
     services = snapshot.services
     pools = {p.name: i for i, p in enumerate(snapshot.pools)}
     service_index = {s.key: i for i, s in enumerate(services)}
@@ -179,7 +186,7 @@ def _solve(snapshot: Snapshot, options: list[Option], time_limit_seconds: float)
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_seconds))
-    h.setOptionValue("mip_rel_gap", _gap(n_opt))
+    h.setOptionValue("mip_rel_gap", 1e-4 if exact else _gap(n_opt))
     h.setOptionValue("threads", 1)
     h.passModel(lp)
     # Warm start: the LP relaxation rounded and repaired (much closer to optimal than a greedy plan on large,
@@ -188,11 +195,11 @@ def _solve(snapshot: Snapshot, options: list[Option], time_limit_seconds: float)
     counts = round_and_repair(snapshot, options, relaxed) if relaxed is not None else greedy(snapshot, options)
     start = _complete(snapshot, options, counts, churned, n_var, (u0, m0, up0, down0))
     left = time_limit_seconds - (time.perf_counter() - started)
-    if n_opt > EXACT_BELOW_OPTIONS and (left < MIN_SEARCH_SECONDS or n_opt > SEARCH_AT_MOST_OPTIONS):
+    if not exact and n_opt > EXACT_BELOW_OPTIONS and (left < MIN_SEARCH_SECONDS or n_opt > SEARCH_AT_MOST_OPTIONS):
         # No time for a branch-and-bound worth having: return the rounded plan, gap against the LP bound.
         return [int(x) for x in start[:n_opt]], _gap_to(cost @ start, h.getInfo().objective_function_value)
     h.setOptionValue("time_limit", float(time_limit_seconds))  # cumulative over both runs
-    if n_opt > EXACT_BELOW_OPTIONS:
+    if n_opt > EXACT_BELOW_OPTIONS and not exact:
         h.setOptionValue("presolve", "off")
     warm = highspy.HighsSolution()
     warm.col_value = list(start)

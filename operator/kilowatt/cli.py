@@ -160,6 +160,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    from kilowatt.api.v1alpha1 import ScalingMode
+    from kilowatt.runner import RunOptions, run
+
+    os.environ["KILOWATT_LOG_LEVEL"] = args.log_level
+    options = RunOptions(
+        prometheus_url=args.prometheus_url, prometheus_timeout_seconds=args.prometheus_timeout_seconds,
+        period_seconds=args.period_seconds, namespaces=tuple(args.namespace or ()),
+        default_mode=ScalingMode(args.default_mode), metrics_port=args.metrics_port, peering=args.peering,
+        priority=args.priority, standalone=args.standalone, planner_budget_seconds=args.planner_budget_seconds,
+        queries_json=os.environ.get("KILOWATT_QUERIES", ""),
+    )
+    try:
+        return run(options)
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - one or two lines a newcomer can act on, not a traceback
+        from kubernetes.config import ConfigException
+
+        if isinstance(exc, ConfigException):
+            print("error: no Kubernetes cluster configured: set KUBECONFIG or run inside a cluster", file=sys.stderr)
+        else:
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kilowatt", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kilowatt {__version__}")
@@ -196,6 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(REPO_ROOT.parent / "shared/data"))
     p.add_argument("--out", default=str(Path(__file__).parent / "data/calibration.json"))
     p.set_defaults(func=cmd_calibrate)
+
+    import os as _os
+
+    p = sub.add_parser("run", help="run the operator (what the Helm chart's Deployment starts)")
+    p.add_argument("--prometheus-url", default=_os.environ.get("KILOWATT_PROMETHEUS_URL", "http://localhost:9090"))
+    p.add_argument("--prometheus-timeout-seconds", type=float, default=5.0)
+    p.add_argument("--period-seconds", type=float, default=float(_os.environ.get("KILOWATT_PERIOD_SECONDS", 15)))
+    p.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default all)")
+    p.add_argument("--default-mode", choices=["Active", "Advisory", "Off"], default="Active")
+    p.add_argument("--metrics-port", type=int, default=8080)
+    p.add_argument("--peering", default="kilowatt", help="kopf peering name shared by the operator's replicas")
+    p.add_argument("--priority", type=int, default=None, help="peering priority (default: random per process)")
+    p.add_argument("--standalone", action="store_true", help="no peering (a single operator, e.g. for development)")
+    p.add_argument("--planner-budget-seconds", type=float, default=0.8)
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check YAML objects against the API, including cross-field rules")
     p.add_argument("-f", "--file", action="append", required=True)

@@ -37,6 +37,7 @@ from kilowatt.planner.types import Placement, Plan, PoolUsage, ServicePlan
 
 SOLVER_TIME_LIMIT_SECONDS = 0.8
 MIN_SEARCH_SECONDS = 0.1
+RELAXATION_RESERVE = 0.1  # share of each pool kept free in the relaxation, for rounding up
 # Above this, branch-and-bound found nothing better than the rounded start within a second in our benchmark
 # (1000 services x 10 pools = ~9,400 options) and overran its limit at the root node: skip it.
 SEARCH_AT_MOST_OPTIONS = 2000
@@ -191,14 +192,16 @@ def _solve(
     h.passModel(lp)
     # Warm start: the LP relaxation rounded and repaired (much closer to optimal than a greedy plan on large,
     # contended instances), or the greedy plan when the relaxation is not available.
-    relaxed = _relaxation(h, n_var, lp.integrality_)
+    pool_rows = np.arange(3 * len(services), 3 * len(services) + len(snapshot.pools), dtype=np.int32)
+    relaxed = _relaxation(h, n_var, lp.integrality_, pool_rows, np.asarray(lp.row_upper_)[pool_rows], RELAXATION_RESERVE)
     counts = round_and_repair(snapshot, options, relaxed) if relaxed is not None else greedy(snapshot, options)
     start = _complete(snapshot, options, counts, churned, n_var, (u0, m0, up0, down0))
     left = time_limit_seconds - (time.perf_counter() - started)
     if not exact and n_opt > EXACT_BELOW_OPTIONS and (left < MIN_SEARCH_SECONDS or n_opt > SEARCH_AT_MOST_OPTIONS):
         # No time for a branch-and-bound worth having: return the rounded plan, gap against the LP bound.
         return [int(x) for x in start[:n_opt]], _gap_to(cost @ start, h.getInfo().objective_function_value)
-    h.setOptionValue("time_limit", float(time_limit_seconds))  # cumulative over both runs
+    # HiGHS's time limit counts the run time of both runs on this object: give branch-and-bound what is left.
+    h.setOptionValue("time_limit", float(h.getRunTime() + max(left, MIN_SEARCH_SECONDS)))
     if n_opt > EXACT_BELOW_OPTIONS and not exact:
         h.setOptionValue("presolve", "off")
     warm = highspy.HighsSolution()
@@ -217,13 +220,21 @@ def _gap_to(objective: float, bound: float) -> float:
     return max(0.0, (objective - bound) / max(abs(objective), 1e-9))
 
 
-def _relaxation(h: highspy.Highs, n_var: int, integrality: list) -> np.ndarray | None:
-    h.changeColsIntegrality(n_var, np.arange(n_var, dtype=np.int32),
-                            np.array([highspy.HighsVarType.kContinuous] * n_var))
+def _relaxation(h: highspy.Highs, n_var: int, integrality: list, pool_rows: np.ndarray, pool_gpus: np.ndarray,
+                reserve: float) -> np.ndarray | None:
+    """The LP relaxation against pools shrunk by ``reserve``: the LP fills cheap pools to the brim, and
+    rounding its fractions up needs room it would otherwise not have."""
+    everything = np.arange(n_var, dtype=np.int32)
+    h.changeColsIntegrality(n_var, everything, np.array([highspy.HighsVarType.kContinuous] * n_var))
+    shrunk = np.floor(pool_gpus * (1.0 - reserve))
+    h.changeRowsBounds(len(pool_rows), pool_rows, np.full(len(pool_rows), -highspy.kHighsInf), shrunk)
+    h.setOptionValue("time_limit", highspy.kHighsInf)  # the relaxation always finishes: everything rests on it
     h.run()
     solution = h.getSolution()
-    values = np.array(solution.col_value) if solution.value_valid else None
-    h.changeColsIntegrality(n_var, np.arange(n_var, dtype=np.int32), np.array(integrality))
+    optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    values = np.array(solution.col_value) if solution.value_valid and optimal else None
+    h.changeRowsBounds(len(pool_rows), pool_rows, np.full(len(pool_rows), -highspy.kHighsInf), pool_gpus)
+    h.changeColsIntegrality(n_var, everything, np.array(integrality))
     return values
 
 

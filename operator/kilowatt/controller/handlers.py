@@ -1,0 +1,96 @@
+"""kopf handlers: short and declarative. They validate, clean up, and drive the one global control loop.
+
+The loop runs from a daemon on every AcceleratorPool, guarded so it runs once per period in all: kopf stops
+daemons while a higher-priority peer is active (peering), so only the active operator ever plans or actuates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from kilowatt.api.v1alpha1 import GROUP, VERSION
+from kilowatt.controller.actuator import LABEL_SERVICE
+from kilowatt.controller.conditions import set_condition
+from kilowatt.controller.loop import ControlLoop
+from kilowatt.controller.validation import parse_pool, parse_service
+
+log = logging.getLogger("kilowatt.handlers")
+
+
+class Runtime:
+    """What the handlers share, set by ``kilowatt run`` (or a test) before kopf starts."""
+
+    loop: ControlLoop | None = None
+    namespaces: tuple[str, ...] = ()
+    lock: asyncio.Lock | None = None
+
+
+def watched(namespace: str | None, **_: Any) -> bool:
+    return not Runtime.namespaces or namespace in Runtime.namespaces
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = "kilowatt.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kilowatt.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kilowatt.dev")
+    settings.posting.level = logging.WARNING  # kilowatt posts its own decision events
+    settings.watching.server_timeout = 300
+    Runtime.lock = asyncio.Lock()
+
+
+@kopf.on.create(GROUP, VERSION, "inferenceservices", when=watched)
+@kopf.on.update(GROUP, VERSION, "inferenceservices", when=watched, field="spec")
+@kopf.on.resume(GROUP, VERSION, "inferenceservices", when=watched)
+def service_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Refuse what the schema cannot (cross-field rules) by name; otherwise plan at once, not next period."""
+    _, problems = parse_service(dict(body))
+    if problems:
+        text = "; ".join(str(p) for p in problems)
+        patch.status["conditions"] = set_condition(list(body.status.get("conditions") or []), "Ready", False,
+                                                   "InvalidSpec", text)
+        patch.status["observedGeneration"] = body.metadata.get("generation")
+        kopf.warn(body, reason="InvalidSpec", message=text)
+    if Runtime.loop is not None:
+        Runtime.loop.request_run()
+
+
+@kopf.on.delete(GROUP, VERSION, "inferenceservices", when=watched)
+def service_deleted(name: str, namespace: str, **_: Any) -> None:
+    """Remove the service's Deployments now (owner references would too, but only where GC runs)."""
+    loop = Runtime.loop
+    if loop is None:
+        return
+    for d in loop.apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_SERVICE}={name}").items:
+        loop.actuator.delete(namespace, d.metadata.name)
+    loop.forget(f"{namespace}/{name}")
+
+
+@kopf.on.create(GROUP, VERSION, "acceleratorpools")
+@kopf.on.update(GROUP, VERSION, "acceleratorpools", field="spec")
+@kopf.on.resume(GROUP, VERSION, "acceleratorpools")
+def pool_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    _, problems = parse_pool(dict(body))
+    if problems:
+        text = "; ".join(str(p) for p in problems)
+        patch.status["conditions"] = set_condition(list(body.status.get("conditions") or []), "Ready", False,
+                                                   "InvalidSpec", text)
+        kopf.warn(body, reason="InvalidSpec", message=text)
+    if Runtime.loop is not None:
+        Runtime.loop.request_run()
+
+
+@kopf.daemon(GROUP, VERSION, "acceleratorpools", cancellation_timeout=10.0)
+async def control_loop(stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Drive the global loop while this operator is the active peer."""
+    while not stopped:
+        loop, lock = Runtime.loop, Runtime.lock
+        if loop is not None and lock is not None:
+            async with lock:
+                if loop.due():
+                    await asyncio.to_thread(loop.run_if_due)
+        await stopped.wait(0.5)

@@ -1,0 +1,467 @@
+"""The global control loop: metrics -> demand -> plan -> stabilise -> actuate -> report, once per period.
+
+Deciding is pure (kilowatt.planner); this module gathers the snapshot, applies the decision and reports it.
+Missing metrics are a state: a service without data keeps its placement (never scaled down, never to zero),
+and says so in ``MetricsAvailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from kilowatt.api.v1alpha1 import GROUP, VERSION, AcceleratorPool, InferenceService, ScalingMode
+from kilowatt.controller.actuator import Actuator, deployment_manifest
+from kilowatt.controller.cluster import ClusterView, read_cluster
+from kilowatt.controller.conditions import now_iso, set_condition
+from kilowatt.controller.events import EventRecorder
+from kilowatt.controller.telemetry import Telemetry
+from kilowatt.controller.validation import Problem, parse_pool, parse_service, reference_problems
+from kilowatt.demand import DemandEstimator
+from kilowatt.economics.cost import ZERO, CostBreakdown
+from kilowatt.metrics import MetricSource, Observations, ServiceRef
+from kilowatt.performance import CapacityModel, TokenMix
+from kilowatt.performance.correction import LatencyCorrection
+from kilowatt.planner import Snapshot, Stabiliser, plan
+from kilowatt.planner.options import options_for, replica_capacity
+from kilowatt.planner.snapshot import CurrentPlacement, PoolState
+from kilowatt.planner.stabiliser import PoolReplicas, ScalingPolicy
+from kilowatt.state import pool_state, service_state
+
+log = logging.getLogger("kilowatt.loop")
+
+
+@dataclass
+class LoopConfig:
+    period_seconds: float = 15.0
+    default_mode: ScalingMode = ScalingMode.ACTIVE
+    planner_budget_seconds: float = 0.8
+    namespaces: tuple[str, ...] = ()  # empty: all
+
+
+@dataclass
+class PeriodReport:
+    """What one period did, for tests, logs and the demo."""
+
+    at: datetime
+    metrics_available: bool
+    decisions: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    desired: dict[str, dict[str, int]] = field(default_factory=dict)  # service -> pool -> replicas
+    cost_usd_per_hour: float = 0.0
+    planner_seconds: float = 0.0
+
+
+class ControlLoop:
+    def __init__(self, core: Any, apps: Any, custom: Any, source: MetricSource, config: LoopConfig | None = None,
+                 telemetry: Telemetry | None = None) -> None:
+        self.core, self.apps, self.custom = core, apps, custom
+        self.source = source
+        self.config = config or LoopConfig()
+        self.telemetry = telemetry or Telemetry()
+        self.actuator = Actuator(apps)
+        self.events = EventRecorder(core)
+        self.stabiliser = Stabiliser()
+        self.correction = LatencyCorrection()
+        self.demand = DemandEstimator()
+        self._last_status: dict[str, dict] = {}
+        self._last_pool_status: dict[str, dict] = {}
+        self._last_run = -float("inf")
+        self.last_report: PeriodReport | None = None
+
+    # -- scheduling -------------------------------------------------------------------------------------------------
+    def due(self) -> bool:
+        return time.monotonic() - self._last_run >= self.config.period_seconds * 0.95
+
+    def request_run(self) -> None:
+        """Run at the next opportunity (a spec changed), not at the end of the period."""
+        self._last_run = -float("inf")
+
+    def run_if_due(self, now: datetime | None = None) -> PeriodReport | None:
+        if not self.due():
+            return None
+        self._last_run = time.monotonic()
+        report = self.run_once(now)
+        self.telemetry.mark_period()
+        self.telemetry.ready = True
+        self.last_report = report
+        return report
+
+    # -- one period ---------------------------------------------------------------------------------------------
+    def run_once(self, now: datetime | None = None) -> PeriodReport:
+        now = now or datetime.now(timezone.utc)
+        clock = time.monotonic()
+        started = time.perf_counter()
+        try:
+            report = self._period(now, clock)
+        except Exception as exc:
+            self.telemetry.errors.labels(kind=type(exc).__name__).inc()
+            log.exception("control period failed")
+            report = PeriodReport(now, False, errors=[f"{type(exc).__name__}: {exc}"])
+        self.telemetry.period_seconds.observe(time.perf_counter() - started)
+        return report
+
+    def _list(self, plural: str) -> list[dict]:
+        if plural == "acceleratorpools":
+            return self.custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+        if not self.config.namespaces:
+            return self.custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+        items = []
+        for ns in self.config.namespaces:
+            items += self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)["items"]
+        return items
+
+    def _period(self, now: datetime, clock: float) -> PeriodReport:
+        report = PeriodReport(now, True)
+        pool_bodies = self._list("acceleratorpools")
+        service_bodies = self._list("inferenceservices")
+        pools: dict[str, AcceleratorPool] = {}
+        for body in pool_bodies:
+            pool, problems = parse_pool(body)
+            if pool is None:
+                self._pool_invalid(body, problems)
+            else:
+                pools[pool.name] = pool
+        services: list[tuple[dict, InferenceService]] = []
+        for body in service_bodies:
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            svc, problems = parse_service(body)
+            problems += reference_problems(svc, set(pools)) if svc else []
+            if svc is None or problems:
+                self._service_invalid(body, problems)
+                continue
+            services.append((body, svc))
+
+        view = read_cluster(self.core, self.apps, list(pools.values()))
+        refs = [ServiceRef(s.metadata.namespace, s.metadata.name, s.spec.slo.percentile,
+                           s.spec.slo.ttft_milliseconds / 1000, s.spec.slo.tpot_milliseconds / 1000)
+                for _, s in services]
+        price_queries = [p.spec.cost.electricity.prometheus.query for p in pools.values()
+                         if p.spec.cost.electricity.prometheus is not None]
+        obs = self.source.observe(refs, view.node_pools, price_queries)
+        report.metrics_available = obs.available
+        if not obs.available:
+            self.telemetry.errors.labels(kind="MetricsUnavailable").inc()
+
+        pool_states = self._pool_states(pools, view, obs)
+        planned, held = [], []
+        states = {}
+        for body, svc in services:
+            key = svc.key
+            mode = self._mode(svc)
+            current = self._current(key, pools, view)
+            data = obs.services.get(key) if obs.available else None
+            running = sum(c.replicas for c in current.values())
+            if mode is ScalingMode.OFF or (data is None and running > 0):
+                held.append((body, svc, current, data))
+                continue
+            if data is None:
+                demand, mix = 0.0, None  # nothing runs and nothing is known: start at the floor (>= 1 replica)
+            else:
+                lead = max((p.spec.replica_startup_seconds for p in pools.values()), default=0.0)
+                demand = self.demand.update(key, clock, data.requests_per_second, lead)
+                mix = _mix(data)
+                self._learn(svc, pools, view, data, mix)
+            corrections = {p: self.correction.factors(key, p) for p in pools}
+            states[key] = service_state(svc, demand, mix, current, corrections)
+            planned.append((body, svc, current, data))
+
+        # Held services keep their GPUs: the plan for the others works around them.
+        pool_states = _minus_held(pool_states, held, pools)
+        snapshot = Snapshot(now, tuple(pool_states.values()), tuple(states[s.key] for _, s, _, _ in planned))
+        result = plan(snapshot, time_limit_seconds=self.config.planner_budget_seconds)
+        report.planner_seconds = result.solve_seconds
+        self.telemetry.planner_seconds.observe(result.solve_seconds)
+
+        for body, svc, current, data in planned:
+            sp = result.service(svc.key)
+            recommended = {p.pool: p.replicas for p in sp.placement}
+            tp = {p.pool: p.tensor_parallel for p in sp.placement}
+            self._decide(body, svc, current, data, recommended, tp, sp.reason, sp.binding, clock, obs, pools,
+                         pool_states, report, now)
+        for body, svc, current, data in held:
+            reason = ("scaling.mode is Off: Deployments left alone" if self._mode(svc) is ScalingMode.OFF else
+                      f"no metrics for {svc.key} ({obs.error or 'no series yet'}): placement held, nothing scaled down")
+            recommended = {p: c.replicas for p, c in current.items()}
+            tp = {p: c.tensor_parallel for p, c in current.items()}
+            self._report(body, svc, current, recommended, tp, data, obs, pools, pool_states, reason, None, report,
+                         changed=False, now=now)
+        self._report_pools(pools, view, pool_states, now)
+        report.cost_usd_per_hour = sum(self._last_status.get(s.key, {}).get("costPerHourUsd", 0.0)
+                                       for _, s in services)
+        return report
+
+    # -- pieces ---------------------------------------------------------------------------------------------------
+    def _mode(self, svc: InferenceService) -> ScalingMode:
+        fields_set = svc.spec.scaling.model_fields_set
+        return svc.spec.scaling.mode if "mode" in fields_set else self.config.default_mode
+
+    def _current(self, key: str, pools: dict[str, AcceleratorPool], view: ClusterView) -> dict[str, CurrentPlacement]:
+        return {pool: CurrentPlacement(r.replicas, r.tensor_parallel, r.ready)
+                for (svc, pool), r in view.deployments.items() if svc == key}
+
+    def _pool_states(self, pools: dict[str, AcceleratorPool], view: ClusterView, obs: Observations) -> dict[str, PoolState]:
+        out = {}
+        for name, pool in pools.items():
+            gpus = view.gpus_by_pool.get(name, 0)
+            if name in view.unschedulable_pools:
+                # Pods wait for room the nodes do not have: the pool is full at what is scheduled now.
+                gpus = min(gpus, view.scheduled_gpus_by_pool.get(name, 0))
+            price = None
+            prom = pool.spec.cost.electricity.prometheus
+            if prom is not None:
+                price = obs.prices_usd_per_kwh.get(prom.query, prom.fallback_usd_per_kwh)
+            out[name] = pool_state(pool, gpus, price)
+        return out
+
+    def _learn(self, svc: InferenceService, pools: dict[str, AcceleratorPool], view: ClusterView, data: Any,
+               mix: TokenMix) -> None:
+        """Feed observed latency per pool into the online correction (against the uncorrected model)."""
+        state = service_state(svc, 0.0, mix)
+        for pool_name, latency in data.by_pool.items():
+            running = view.deployments.get((svc.key, pool_name))
+            pool = pools.get(pool_name)
+            if running is None or pool is None or running.ready <= 0:
+                continue
+            model = CapacityModel(state.shape, pool_state(pool).gpu, running.tensor_parallel)
+            point = model.at_load(latency.requests_per_second / running.ready, mix, svc.spec.slo.percentile)
+            self.correction.observe(svc.key, pool_name, latency.requests_per_second / running.ready,
+                                    point.ttft_p_seconds, latency.ttft_p_seconds, point.tpot_p_seconds,
+                                    latency.tpot_p_seconds)
+
+    def _decide(self, body, svc, current, data, recommended, tp, reason, binding, clock, obs, pools, pool_states,
+                report, now) -> None:
+        key = svc.key
+        scaling = svc.spec.scaling
+        policy = ScalingPolicy(scaling.scale_up_stabilization_seconds, scaling.scale_down_stabilization_seconds,
+                               scaling.max_scale_up_step, scaling.max_scale_down_step)
+        state = service_state(svc, 0.0, _mix(data) if data else None)
+        capacity = {}
+        for pool_name in set(recommended) | set(current):
+            if pool_name in pool_states:
+                k = tp.get(pool_name) or (current[pool_name].tensor_parallel if pool_name in current else 1)
+                capacity[pool_name] = replica_capacity(state, pool_states[pool_name], k)[0]
+        now_replicas = {p: PoolReplicas(c.replicas, c.ready, capacity.get(p, 0.0)) for p, c in current.items()}
+        observed_rps = data.requests_per_second if data else 0.0
+        step = self.stabiliser.step(key, recommended, now_replicas, observed_rps, clock, policy)
+        desired = {p: n for p, n in step.replicas.items() if p in pools}
+        for p in desired:
+            tp.setdefault(p, current[p].tensor_parallel if p in current else 1)
+        changed = any(desired.get(p, 0) != (current[p].replicas if p in current else 0) for p in desired) or any(
+            tp.get(p) != c.tensor_parallel and desired.get(p, 0) > 0 for p, c in current.items())
+        mode = self._mode(svc)
+        if step.notes:
+            reason = f"{reason} Held: {'; '.join(step.notes)}."
+        report.desired[key] = desired
+        if mode is ScalingMode.ACTIVE:
+            for pool_name, replicas in desired.items():
+                if pool_name in current and current[pool_name].replicas == replicas and \
+                        current[pool_name].tensor_parallel == tp[pool_name]:
+                    continue
+                if replicas == 0 and pool_name not in current:
+                    continue
+                self.actuator.apply(deployment_manifest(body, pools[pool_name], replicas, tp[pool_name]))
+                self.telemetry.actuations.inc()
+        if changed:
+            summary = ", ".join(f"{p} {current[p].replicas if p in current else 0}→{desired.get(p, 0)}"
+                                for p in sorted(desired))
+            verb = "scaled" if mode is ScalingMode.ACTIVE else "would scale (Advisory)"
+            message = f"{verb} {svc.metadata.name}: {summary}: {reason}"
+            self.events.post(body, "Normal", "Scaled" if mode is ScalingMode.ACTIVE else "Recommendation", message)
+            self.telemetry.decisions.labels(kind="binding" if binding else "placement").inc()
+            report.decisions.append(message)
+        self._report(body, svc, current, desired, tp, data, obs, pools, pool_states, reason, binding, report,
+                     changed=changed, now=now)
+
+    def _report(self, body, svc, current, desired, tp, data, obs, pools, pool_states, reason, binding, report,
+                changed, now) -> None:
+        key = svc.key
+        previous = self._last_status.get(key) or dict(body.get("status") or {})
+        conditions = list(previous.get("conditions") or [])
+        placement = [{"pool": p, "desiredReplicas": n, "readyReplicas": current[p].ready if p in current else 0,
+                      "tensorParallel": tp.get(p, 1)} for p, n in sorted(desired.items())]
+        ready = sum(x["readyReplicas"] for x in placement)
+        wanted = sum(x["desiredReplicas"] for x in placement)
+        cost = self._cost(svc, desired, tp, data, pools, pool_states, now)
+        summary = " ".join(
+            f"{n}×{pools[p].spec.gpu.model}" for p, n in sorted(desired.items()) if n > 0 and p in pools) or "0"
+        slo_met = None
+        if data is not None and data.ttft_p_seconds is not None and data.tpot_p_seconds is not None:
+            slo_met = (data.ttft_p_seconds <= svc.spec.slo.ttft_milliseconds / 1000
+                       and data.tpot_p_seconds <= svc.spec.slo.tpot_milliseconds / 1000)
+        conditions = set_condition(conditions, "MetricsAvailable", data is not None,
+                                   "Observed" if data is not None else ("PrometheusUnavailable" if not obs.available
+                                                                         else "NoSeries"),
+                                   "latency and load observed" if data is not None else
+                                   (obs.error or f"no vLLM series for {key} yet") + "; placement held")
+        conditions = set_condition(conditions, "Placed", binding is None, "Planned" if binding is None else
+                                   "CapacityShort", reason if binding is None else binding)
+        conditions = set_condition(conditions, "SLOMet", slo_met, {None: "Unknown", True: "WithinTargets",
+                                                                    False: "AboveTargets"}[slo_met],
+                                   _slo_text(svc, data))
+        conditions = set_condition(conditions, "Ready", ready > 0 and ready >= min(wanted, 1),
+                                   "ReplicasReady" if ready > 0 else "NoReadyReplicas", f"{ready}/{wanted} replicas ready")
+        status = {
+            "placement": placement,
+            "placementSummary": summary,
+            "desiredReplicas": wanted,
+            "readyReplicas": ready,
+            "observed": _observed(data),
+            "sloAttainment": round(data.slo_attainment, 4) if data and data.slo_attainment is not None else None,
+            "sloMet": {None: "Unknown", True: "True", False: "False"}[slo_met],
+            "costPerHourUsd": round(cost.total_usd_per_hour, 4),
+            "powerWatts": round(cost.power_watts, 1),
+            "lastDecision": ({"time": now_iso(), "reason": reason} if changed or not previous.get("lastDecision")
+                             else previous.get("lastDecision")),
+            "conditions": conditions,
+            "observedGeneration": body["metadata"].get("generation"),
+        }
+        self._write_status(body, status)
+        for p in desired:
+            self.telemetry.desired.labels(namespace=svc.metadata.namespace, service=svc.metadata.name,
+                                          pool=p).set(desired[p])
+            self.telemetry.current.labels(namespace=svc.metadata.namespace, service=svc.metadata.name,
+                                          pool=p).set(current[p].ready if p in current else 0)
+        self.telemetry.cost.labels(namespace=svc.metadata.namespace, service=svc.metadata.name).set(
+            cost.total_usd_per_hour)
+        self.telemetry.power.labels(namespace=svc.metadata.namespace, service=svc.metadata.name).set(cost.power_watts)
+
+    def _cost(self, svc, desired, tp, data, pools, pool_states, now) -> CostBreakdown:
+        total = ZERO
+        state = service_state(svc, data.requests_per_second if data else 0.0, _mix(data) if data else None)
+        capacity = sum(replica_capacity(state, pool_states[p], tp.get(p, 1))[0] * n
+                       for p, n in desired.items() if p in pool_states)
+        for p, n in desired.items():
+            if n <= 0 or p not in pool_states:
+                continue
+            within, saturation = replica_capacity(state, pool_states[p], tp.get(p, 1))
+            share = state.demand_rps * (within / capacity) / n if capacity > 0 else 0.0
+            utilisation = share / saturation if saturation > 0 else 0.0
+            total = total + pool_states[p].economics.replica_cost(tp.get(p, 1), utilisation, now).scaled(n)
+        return total
+
+    def _write_status(self, body: dict, status: dict) -> None:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        comparable = {k: v for k, v in status.items() if k != "conditions"}
+        last = self._last_status.get(key)
+        if last is not None and {k: v for k, v in last.items() if k != "conditions"} == comparable and \
+                _conditions_same(last.get("conditions"), status["conditions"]):
+            return
+        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"], "inferenceservices",
+                                                          meta["name"], {"status": status})
+        self._last_status[key] = status
+
+    def _service_invalid(self, body: dict, problems: list[Problem]) -> None:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        text = "; ".join(str(p) for p in problems)
+        status = dict(body.get("status") or {})
+        if _condition_message(status, "Ready") == text:
+            return
+        conditions = set_condition(status.get("conditions") or [], "Ready", False, "InvalidSpec", text)
+        conditions = set_condition(conditions, "Placed", False, "InvalidSpec", text)
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], "inferenceservices", meta["name"],
+            {"status": {"conditions": conditions, "observedGeneration": meta.get("generation")}})
+        self.events.post(body, "Warning", "InvalidSpec", text)
+        self._last_status.pop(key, None)
+
+    def _pool_invalid(self, body: dict, problems: list[Problem]) -> None:
+        text = "; ".join(str(p) for p in problems)
+        status = dict(body.get("status") or {})
+        if _condition_message(status, "Ready") == text:
+            return
+        conditions = set_condition(status.get("conditions") or [], "Ready", False, "InvalidSpec", text)
+        self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "acceleratorpools", body["metadata"]["name"],
+                                                       {"status": {"conditions": conditions}})
+        self.events.post(body, "Warning", "InvalidSpec", text)
+
+    def _report_pools(self, pools, view: ClusterView, pool_states: dict[str, PoolState], now) -> None:
+        used: dict[str, int] = {}
+        for (svc, pool), r in view.deployments.items():
+            used[pool] = used.get(pool, 0) + r.ready * r.tensor_parallel
+        for name, pool in pools.items():
+            state = pool_states[name]
+            gpus = view.gpus_by_pool.get(name, 0)
+            if pool.spec.max_gpus is not None:
+                gpus = min(gpus, pool.spec.max_gpus)
+            utilisation = 0.6  # effective $/GPU-h is quoted at a typical serving load
+            status = {
+                "gpusTotal": gpus,
+                "gpusInUse": used.get(name, 0),
+                "electricityUsdPerKWh": round(state.economics.price.usd_per_kwh(now), 4),
+                "effectiveUsdPerGPUHour": round(state.economics.effective_usd_per_gpu_hour(utilisation, now), 4),
+            }
+            nodes = view.nodes_by_pool.get(name, [])
+            previous = self._last_pool_status.get(name, {})
+            conditions = set_condition(previous.get("conditions") or [], "Ready", bool(nodes) and gpus > 0,
+                                       "NodesFound" if nodes else "NoMatchingNodes",
+                                       f"{len(nodes)} node(s), {gpus} GPU(s)" if nodes else
+                                       f"no node matches nodeSelector {pool.spec.node_selector}; label the GPU nodes "
+                                       "or fix spec.nodeSelector")
+            status["conditions"] = conditions
+            if {k: v for k, v in previous.items() if k != "conditions"} == {k: v for k, v in status.items()
+                                                                            if k != "conditions"} \
+                    and _conditions_same(previous.get("conditions"), conditions):
+                continue
+            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "acceleratorpools", name, {"status": status})
+            self._last_pool_status[name] = status
+
+    def forget(self, key: str) -> None:
+        self._last_status.pop(key, None)
+        self.stabiliser.forget(key)
+        self.demand.forget(key)
+
+
+def _mix(data: Any) -> TokenMix | None:
+    if data is None or not data.input_tokens_mean or not data.output_tokens_mean:
+        return None
+    return TokenMix(max(1.0, data.input_tokens_mean), max(1.0, data.output_tokens_mean))
+
+
+def _observed(data: Any) -> dict | None:
+    if data is None:
+        return None
+    ms = lambda s: round(s * 1000, 1) if s is not None else None  # noqa: E731
+    return {
+        "requestsPerSecond": round(data.requests_per_second, 3),
+        "inputTokensMean": round(data.input_tokens_mean, 1) if data.input_tokens_mean else None,
+        "outputTokensMean": round(data.output_tokens_mean, 1) if data.output_tokens_mean else None,
+        "ttftP95Milliseconds": ms(data.ttft_p_seconds),
+        "tpotP95Milliseconds": ms(data.tpot_p_seconds),
+    }
+
+
+def _slo_text(svc: InferenceService, data: Any) -> str:
+    slo = svc.spec.slo
+    if data is None or data.ttft_p_seconds is None or data.tpot_p_seconds is None:
+        return "no latency observed"
+    return (f"p{slo.percentile:g} TTFT {data.ttft_p_seconds * 1000:.0f} ms (target {slo.ttft_milliseconds:g}), "
+            f"TPOT {data.tpot_p_seconds * 1000:.1f} ms (target {slo.tpot_milliseconds:g})")
+
+
+def _conditions_same(a: list | None, b: list | None) -> bool:
+    strip = lambda cs: [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in cs or []]  # noqa: E731
+    return strip(a) == strip(b)
+
+
+def _condition_message(status: dict, type_: str) -> str | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == type_:
+            return c.get("message")
+    return None
+
+
+def _minus_held(pool_states: dict[str, PoolState], held: list, pools: dict) -> dict[str, PoolState]:
+    from dataclasses import replace
+
+    taken: dict[str, int] = {}
+    for _, _, current, _ in held:
+        for p, c in current.items():
+            taken[p] = taken.get(p, 0) + c.replicas * c.tensor_parallel
+    return {name: replace(s, gpus_max=max(0, s.gpus_max - taken.get(name, 0))) for name, s in pool_states.items()}

@@ -1,0 +1,34 @@
+"""Short-horizon demand: what to plan for, from the observed request rate.
+
+Scale-up must not lag a rising load by a replica start-up, so the estimate is the larger of the latest rate,
+its exponential average, and the latest rate projected along the recent trend by the start-up time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DemandEstimator:
+    smoothing: float = 0.3
+    history_length: int = 8
+    _ewma: dict[str, float] = field(default_factory=dict)
+    _history: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+
+    def update(self, key: str, now_seconds: float, rps: float, lead_seconds: float) -> float:
+        previous = self._ewma.get(key, rps)
+        ewma = self._ewma[key] = (1 - self.smoothing) * previous + self.smoothing * rps
+        history = self._history.setdefault(key, deque(maxlen=self.history_length))
+        history.append((now_seconds, rps))
+        projected = rps
+        if len(history) >= 3:
+            (t0, r0), (t1, r1) = history[0], history[-1]
+            if t1 > t0 and r1 > r0:
+                projected = r1 + (r1 - r0) / (t1 - t0) * lead_seconds
+        return max(rps, ewma, projected)
+
+    def forget(self, key: str) -> None:
+        self._ewma.pop(key, None)
+        self._history.pop(key, None)

@@ -70,7 +70,7 @@ async def serve(options: RunOptions, loop: ControlLoop, stop_flag: asyncio.Event
             clusterwide=True,
             standalone=options.standalone,
             priority=priority,
-            peering_name=options.peering,
+            peering_name=None if options.standalone else options.peering,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
         )

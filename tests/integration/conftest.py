@@ -51,6 +51,8 @@ def helm(control_plane: ControlPlane) -> Tool:
 def crds(kubectl: Tool) -> None:
     kubectl("apply", "-f", "crds/")
     kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "-l", "app.kubernetes.io/part-of=kilowatt")
+    # kubectl cached discovery before the CRDs existed and does not refresh it for short names: refresh now.
+    kubectl("api-resources", "--api-group=kilowatt.dev")
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,12 @@ def watched(namespace: str | None, **_: Any) -> bool:
     return not Runtime.namespaces or namespace in Runtime.namespaces
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the ServiceAccount (so RBAC applies); elsewhere: $KUBECONFIG or ~/.kube/config."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = "kilowatt.dev/finalizer"

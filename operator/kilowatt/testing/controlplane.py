@@ -141,8 +141,9 @@ class ControlPlane:
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        """Environment for kubectl/helm subprocesses aimed at this control plane."""
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        """Environment for kubectl/helm subprocesses aimed at this control plane. HOME is its own directory so
+        kubectl's discovery cache (keyed by host:port) never serves another, earlier server's API list."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.dir)}
 
     def log(self, name: str) -> str:
         path = self.dir / f"{name}.log"

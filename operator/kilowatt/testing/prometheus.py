@@ -1,0 +1,59 @@
+"""A real Prometheus server (Debian's `prometheus`) on loopback, scraping given targets every second."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from kilowatt.testing.controlplane import ControlPlaneError, find_binary, free_port
+
+
+class PrometheusServer:
+    def __init__(self, targets: list[str], scrape_interval: str = "1s") -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="kilowatt-prom-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.targets = targets
+        self.scrape_interval = scrape_interval
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_seconds: float = 30.0) -> PrometheusServer:
+        binary = find_binary("prometheus")
+        targets = ", ".join(f"'{t}'" for t in self.targets)
+        (self.dir / "prometheus.yml").write_text(
+            f"global:\n  scrape_interval: {self.scrape_interval}\n  evaluation_interval: {self.scrape_interval}\n"
+            f"scrape_configs:\n  - job_name: fleet\n    static_configs:\n      - targets: [{targets}]\n"
+        )
+        self._log = open(self.dir / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [str(binary), f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ControlPlaneError(f"prometheus exited: {(self.dir / 'prometheus.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise ControlPlaneError("prometheus not ready in time")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if self.process:
+            self._log.close()
+        self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)

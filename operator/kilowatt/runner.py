@@ -35,6 +35,7 @@ class RunOptions:
     standalone: bool = False
     planner_budget_seconds: float = 0.8
     queries_json: str = ""
+    peering_lifetime_seconds: int = 60
 
 
 def kube_clients(kubeconfig: str | None = None) -> tuple[client.CoreV1Api, client.AppsV1Api, client.CustomObjectsApi]:
@@ -60,8 +61,6 @@ def build_loop(options: RunOptions, kubeconfig: str | None = None, source=None) 
 
 async def serve(options: RunOptions, loop: ControlLoop, stop_flag: asyncio.Event | threading.Event | None = None,
                 ready_flag: asyncio.Event | threading.Event | None = None) -> None:
-    handlers.Runtime.loop = loop
-    handlers.Runtime.namespaces = options.namespaces
     runner = await loop.telemetry.serve(options.metrics_port, options.period_seconds)
     # Distinct priorities: kopf freezes *every* operator when two peers share one, so a replica picks its own.
     priority = options.priority if options.priority is not None else random.randint(1, 1_000_000)
@@ -73,6 +72,7 @@ async def serve(options: RunOptions, loop: ControlLoop, stop_flag: asyncio.Event
             peering_name=None if options.standalone else options.peering,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
+            memo=handlers.runtime_memo(loop, options.namespaces, options.peering_lifetime_seconds),
         )
     finally:
         await runner.cleanup()

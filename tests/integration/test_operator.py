@@ -138,6 +138,20 @@ def test_an_evening_price_peak_shifts_placement(operator, cluster, fleet):
         fleet.set_price("onprem", 0.14)
 
 
+def test_operator_exports_its_own_metrics_and_health(operator, cluster):
+    import urllib.request
+
+    base = f"http://127.0.0.1:{operator.options.metrics_port}"
+    wait_for(lambda: 'kilowatt_desired_replicas{namespace="team-a",pool="rtx4090",service="chat"}' in
+             urllib.request.urlopen(f"{base}/metrics").read().decode(), what="desired replicas exported")
+    text = urllib.request.urlopen(f"{base}/metrics").read().decode()
+    for name in ("kilowatt_ready_replicas", "kilowatt_cost_usd_per_hour", "kilowatt_power_watts",
+                 "kilowatt_planner_seconds_count", "kilowatt_decisions_total", "kilowatt_actuations_total"):
+        assert name in text, name
+    assert urllib.request.urlopen(f"{base}/healthz").status == 200
+    assert urllib.request.urlopen(f"{base}/readyz").status == 200
+
+
 def test_invalid_reference_is_reported_and_others_are_unaffected(operator, cluster):
     core, apps, custom = cluster
     create(custom, service_body("team-a", "typo", pools=["rtx-4090"]))

@@ -21,16 +21,14 @@ from kilowatt.controller.validation import parse_pool, parse_service
 log = logging.getLogger("kilowatt.handlers")
 
 
-class Runtime:
-    """What the handlers share, set by ``kilowatt run`` (or a test) before kopf starts."""
-
-    loop: ControlLoop | None = None
-    namespaces: tuple[str, ...] = ()
-    lock: asyncio.Lock | None = None
+def runtime_memo(loop: ControlLoop, namespaces: tuple[str, ...] = (), peering_lifetime_seconds: int = 60) -> kopf.Memo:
+    """What one operator's handlers share, passed to ``kopf.operator(memo=...)``: per operator, not per process.
+    ``peering_lifetime_seconds``: a silent peer counts as gone after this, and a standby takes over."""
+    return kopf.Memo(loop=loop, namespaces=namespaces, lock=None, peering_lifetime_seconds=peering_lifetime_seconds)
 
 
-def watched(namespace: str | None, **_: Any) -> bool:
-    return not Runtime.namespaces or namespace in Runtime.namespaces
+def watched(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    return not memo.namespaces or namespace in memo.namespaces
 
 
 @kopf.on.login()
@@ -40,19 +38,20 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = "kilowatt.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kilowatt.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kilowatt.dev")
     settings.posting.level = logging.WARNING  # kilowatt posts its own decision events
     settings.watching.server_timeout = 300
-    Runtime.lock = asyncio.Lock()
+    settings.peering.lifetime = memo.peering_lifetime_seconds
+    memo.lock = asyncio.Lock()
 
 
 @kopf.on.create(GROUP, VERSION, "inferenceservices", when=watched)
 @kopf.on.update(GROUP, VERSION, "inferenceservices", when=watched, field="spec")
 @kopf.on.resume(GROUP, VERSION, "inferenceservices", when=watched)
-def service_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Refuse what the schema cannot (cross-field rules) by name; otherwise plan at once, not next period."""
     _, problems = parse_service(dict(body))
     if problems:
@@ -61,16 +60,13 @@ def service_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
                                                    "InvalidSpec", text)
         patch.status["observedGeneration"] = body.metadata.get("generation")
         kopf.warn(body, reason="InvalidSpec", message=text)
-    if Runtime.loop is not None:
-        Runtime.loop.request_run()
+    memo.loop.request_run()
 
 
 @kopf.on.delete(GROUP, VERSION, "inferenceservices", when=watched)
-def service_deleted(name: str, namespace: str, **_: Any) -> None:
+def service_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """Remove the service's Deployments now (owner references would too, but only where GC runs)."""
-    loop = Runtime.loop
-    if loop is None:
-        return
+    loop = memo.loop
     for d in loop.apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_SERVICE}={name}").items:
         loop.actuator.delete(namespace, d.metadata.name)
     loop.forget(f"{namespace}/{name}")
@@ -79,24 +75,21 @@ def service_deleted(name: str, namespace: str, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, "acceleratorpools")
 @kopf.on.update(GROUP, VERSION, "acceleratorpools", field="spec")
 @kopf.on.resume(GROUP, VERSION, "acceleratorpools")
-def pool_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def pool_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     _, problems = parse_pool(dict(body))
     if problems:
         text = "; ".join(str(p) for p in problems)
         patch.status["conditions"] = set_condition(list(body.status.get("conditions") or []), "Ready", False,
                                                    "InvalidSpec", text)
         kopf.warn(body, reason="InvalidSpec", message=text)
-    if Runtime.loop is not None:
-        Runtime.loop.request_run()
+    memo.loop.request_run()
 
 
 @kopf.daemon(GROUP, VERSION, "acceleratorpools", cancellation_timeout=10.0)
-async def control_loop(stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def control_loop(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
     """Drive the global loop while this operator is the active peer."""
     while not stopped:
-        loop, lock = Runtime.loop, Runtime.lock
-        if loop is not None and lock is not None:
-            async with lock:
-                if loop.due():
-                    await asyncio.to_thread(loop.run_if_due)
+        async with memo.lock:
+            if memo.loop.due():
+                await asyncio.to_thread(memo.loop.run_if_due)
         await stopped.wait(0.5)

@@ -71,6 +71,7 @@ class ControlLoop:
         self._last_pool_status: dict[str, dict] = {}
         self._last_run = -float("inf")
         self.last_report: PeriodReport | None = None
+        self.periods_run = 0
 
     # -- scheduling -------------------------------------------------------------------------------------------------
     def due(self) -> bool:
@@ -85,6 +86,7 @@ class ControlLoop:
             return None
         self._last_run = time.monotonic()
         report = self.run_once(now)
+        self.periods_run += 1
         self.telemetry.mark_period()
         self.telemetry.ready = True
         self.last_report = report

@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 
 from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
 
 from kilowatt.metrics.histogram import quantile, share_below
 from kilowatt.metrics.source import Observations, PoolLatency, PoolObservation, ServiceObservation, ServiceRef
@@ -46,7 +47,8 @@ class PrometheusSource:
         self.timeout_seconds = timeout_seconds
         self.queries = {**DEFAULT_QUERIES, **(queries or {})}
         self.window = window
-        self._client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_seconds)
+        # No retries inside a period: a failed read is reported now and tried again next period.
+        self._client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_seconds, retry=Retry(total=0))
 
     def _query(self, name: str) -> list[dict]:
         return self._client.custom_query(self.queries[name].format(window=self.window), timeout=self.timeout_seconds)

@@ -217,7 +217,7 @@ def test_prometheus_down_holds_placement_and_says_so(operator, cluster, promethe
 
 
 def test_operator_restart_leaves_no_duplicate_or_orphaned_deployments(control_plane, operator, cluster, prometheus):
-    _, apps, _ = cluster
+    _, apps, custom = cluster
 
     def snapshot():
         items = apps.list_deployment_for_all_namespaces(label_selector="kilowatt.dev/service").items
@@ -231,11 +231,16 @@ def test_operator_restart_leaves_no_duplicate_or_orphaned_deployments(control_pl
         second.loop.request_run()
         wait_for(lambda: second.loop.last_report is not None and second.loop.telemetry.ready, 30)
         after = snapshot()
-        assert len(after) == len(set(after))
-        keys = {(ns, name.rsplit("-", 1)[0]) for ns, name in after}
-        assert all(ns in ("team-a", "team-b", "team-c") for ns, _ in keys)
         assert set(before) <= set(after)  # nothing lost, nothing renamed
+        services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s["metadata"]["uid"] for s in
+                    custom.list_cluster_custom_object(GROUP, VERSION, "inferenceservices")["items"]}
+        seen = set()
         for d in apps.list_deployment_for_all_namespaces(label_selector="kilowatt.dev/service").items:
-            assert d.metadata.owner_references and d.metadata.owner_references[0].kind == "InferenceService"
+            labels = d.metadata.labels
+            key = (d.metadata.namespace, labels["kilowatt.dev/service"], labels["kilowatt.dev/pool"])
+            assert key not in seen, f"two Deployments for {key}"
+            seen.add(key)
+            owner = d.metadata.owner_references[0]
+            assert services.get(key[:2]) == owner.uid, f"{d.metadata.name} is orphaned"
     finally:
         second.stop()

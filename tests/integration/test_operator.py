@@ -162,7 +162,7 @@ def test_invalid_reference_is_reported_and_others_are_unaffected(operator, clust
     events = core.list_namespaced_event("team-a", field_selector="involvedObject.name=typo").items
     assert any(e.reason == "InvalidSpec" and e.type == "Warning" for e in events)
     assert deployments(apps, "team-a", "typo") == {}
-    assert deployments(apps, "team-a", "chat").get("rtx4090", 0) >= 1  # the other service still runs
+    assert sum(deployments(apps, "team-a", "chat").values()) >= 1  # the other service still runs
 
 
 def test_inverted_replica_bounds_are_reported_by_field(operator, cluster):

@@ -45,8 +45,8 @@ def prometheus(fleet):
 @pytest.fixture(scope="module")
 def cluster(clients, crds):
     core, apps, custom = clients
-    make_gpu_node(core, "gpu-4090-a", "rtx4090", 4)
-    make_gpu_node(core, "gpu-4090-b", "rtx4090", 4)
+    make_gpu_node(core, "gpu-4090-a", "rtx4090", 8)
+    make_gpu_node(core, "gpu-4090-b", "rtx4090", 8)
     make_gpu_node(core, "gpu-h100-a", "h100", 8)
     custom.create_cluster_custom_object(GROUP, VERSION, "acceleratorpools", pool_body(
         "rtx4090", RTX4090, "rtx4090", 0.10, {"prometheus": {"query": PRICE_QUERY, "fallbackUsdPerKWh": 0.14}}, 1.4))

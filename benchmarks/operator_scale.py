@@ -1,0 +1,128 @@
+"""Operator time, memory and API requests per control period vs the number of InferenceServices, against the
+real kube-apiserver + etcd (scripts/setup.sh builds them). Metrics come from the static source (every
+service at a steady load), so the figures are the operator's own: list, plan, stabilise, apply, report.
+
+Reconcile latency: after a load change the next period applies the new Deployments, so the latency is one
+control period (15 s by default) plus the period's own run time measured here.
+
+    python benchmarks/operator_scale.py [--services 10,100,1000] [--pools 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+
+from kubernetes import client
+
+from kilowatt.controller.loop import ControlLoop, LoopConfig
+from kilowatt.controller.telemetry import Telemetry
+from kilowatt.metrics.source import Observations, ServiceObservation
+from kilowatt.metrics.static import StaticSource
+from kilowatt.runner import kube_clients
+from kilowatt.testing import ControlPlane
+
+GPUS = [("RTX-4090", 24, 1008, 165, 450), ("H100-SXM", 80, 3350, 990, 700), ("L40S", 48, 864, 362, 350),
+        ("A100-80GB", 80, 2039, 312, 400), ("H100-PCIe", 80, 2000, 756, 350)]
+
+
+class CountingApi(client.ApiClient):
+    calls = 0
+
+    def call_api(self, *args, **kwargs):
+        CountingApi.calls += 1
+        return super().call_api(*args, **kwargs)
+
+
+def setup(cp: ControlPlane, n_services: int, n_pools: int) -> tuple:
+    import subprocess
+
+    from kilowatt.testing.controlplane import find_binary
+
+    subprocess.run([str(find_binary("kubectl")), "apply", "-f", "crds/"], env=cp.env(), check=True,
+                   capture_output=True)
+    subprocess.run([str(find_binary("kubectl")), "wait", "--for=condition=established", "crd", "--all"],
+                   env=cp.env(), check=True, capture_output=True)
+    api = client.ApiClient()
+    from kubernetes import config
+
+    config.load_kube_config(str(cp.kubeconfig), client_configuration=api.configuration)
+    counting = CountingApi(api.configuration)
+    core, apps, custom = client.CoreV1Api(counting), client.AppsV1Api(counting), client.CustomObjectsApi(counting)
+    for i in range(n_pools):
+        model, mem, bw, tf, watts = GPUS[i % len(GPUS)]
+        name = f"pool{i}"
+        core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=f"node-{name}", labels={"pool": name})))
+        core.patch_node_status(f"node-{name}", {"status": {"allocatable": {"nvidia.com/gpu": str(2 * n_services)}}})
+        custom.create_cluster_custom_object("kilowatt.dev", "v1alpha1", "acceleratorpools", {
+            "apiVersion": "kilowatt.dev/v1alpha1", "kind": "AcceleratorPool", "metadata": {"name": name},
+            "spec": {"gpu": {"model": model, "memoryGiB": mem, "memoryBandwidthGBps": bw, "fp16TFLOPS": tf,
+                             "boardPowerWatts": watts}, "nodeSelector": {"pool": name}, "gpusPerNode": 8,
+                     "cost": {"usdPerGPUHour": 0.3 + i, "electricity": {"flatUsdPerKWh": 0.1 + 0.05 * i}}}})
+    namespaces = [f"team-{j}" for j in range(10)]
+    for ns in namespaces:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    for i in range(n_services):
+        custom.create_namespaced_custom_object("kilowatt.dev", "v1alpha1", namespaces[i % 10], "inferenceservices", {
+            "apiVersion": "kilowatt.dev/v1alpha1", "kind": "InferenceService",
+            "metadata": {"name": f"svc{i}", "namespace": namespaces[i % 10]},
+            "spec": {"model": {"name": "m", "parametersBillion": [1.78, 8.03, 14.7][i % 3], "dtype": "bf16"},
+                     "slo": {"ttftMilliseconds": 1000, "tpotMilliseconds": [50, 100][i % 2]},
+                     "replicas": {"min": 1, "max": 16}, "scaling": {"scaleDownStabilizationSeconds": 0}}})
+    return core, apps, custom, namespaces
+
+
+def observations(n_services: int, namespaces: list[str], scale: float) -> Observations:
+    services = {
+        f"{namespaces[i % 10]}/svc{i}": ServiceObservation(
+            requests_per_second=scale * (1 + i % 7), input_tokens_mean=300.0, output_tokens_mean=200.0,
+            ttft_p_seconds=0.2, tpot_p_seconds=0.03, slo_attainment=0.99)
+        for i in range(n_services)
+    }
+    return Observations(True, services=services)
+
+
+def measure(n_services: int, n_pools: int, periods: int) -> dict:
+    with ControlPlane() as cp:
+        core, apps, custom, namespaces = setup(cp, n_services, n_pools)
+        source = StaticSource(observations(n_services, namespaces, 1.0))
+        loop = ControlLoop(core, apps, custom, source, LoopConfig(planner_budget_seconds=0.8), Telemetry())
+        times, planner, calls = [], [], []
+        for p in range(periods):
+            # Alternate the load so every other period changes placements (apply + status + events).
+            source.observations = observations(n_services, namespaces, 1.0 if p % 2 == 0 else 1.6)
+            CountingApi.calls = 0
+            started = time.perf_counter()
+            report = loop.run_once(datetime.now(timezone.utc))
+            times.append(time.perf_counter() - started)
+            planner.append(report.planner_seconds)
+            calls.append(CountingApi.calls)
+            assert not report.errors, report.errors
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        steady = times[2:] or times
+        return {"first": times[0], "median": statistics.median(steady), "max": max(steady),
+                "planner": statistics.median(planner[2:] or planner), "calls_first": calls[0],
+                "calls": statistics.median(calls[2:] or calls), "rss_mb": rss_mb}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--services", default="10,100,1000")
+    parser.add_argument("--pools", type=int, default=5)
+    parser.add_argument("--periods", type=int, default=6)
+    args = parser.parse_args()
+    print(f"{'services':>8} {'pools':>5} {'first s':>8} {'median s':>9} {'max s':>7} {'planner s':>9} "
+          f"{'API calls 1st':>13} {'API calls':>9} {'peak RSS MB':>11}")
+    for n in (int(x) for x in args.services.split(",")):
+        r = measure(n, args.pools, args.periods)
+        print(f"{n:8d} {args.pools:5d} {r['first']:8.2f} {r['median']:9.2f} {r['max']:7.2f} {r['planner']:9.2f} "
+              f"{r['calls_first']:13.0f} {r['calls']:9.0f} {r['rss_mb']:11.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

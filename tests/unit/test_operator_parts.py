@@ -1,0 +1,100 @@
+"""The operator's pure parts: histogram maths, demand estimate, the Deployment it writes, reference checks."""
+
+import copy
+
+import pytest
+import yaml
+
+from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
+from kilowatt.controller.actuator import deployment_manifest, deployment_name
+from kilowatt.controller.conditions import set_condition
+from kilowatt.controller.validation import parse_service, reference_problems
+from kilowatt.demand import DemandEstimator
+from kilowatt.metrics.histogram import quantile, share_below
+
+from tests.paths import EXAMPLES
+
+BUCKETS = [(0.1, 50.0), (0.2, 90.0), (0.5, 99.0), (float("inf"), 100.0)]
+
+
+def test_quantile_interpolates_like_promql():
+    assert quantile(0.5, BUCKETS) == pytest.approx(0.1)
+    assert quantile(0.7, BUCKETS) == pytest.approx(0.15)
+    assert quantile(0.95, BUCKETS) == pytest.approx(0.2 + 0.3 * 5 / 9)
+    assert quantile(0.999, BUCKETS) == 0.5  # in the +Inf bucket: the highest finite bound
+    assert quantile(0.5, []) is None and quantile(0.5, [(0.1, 0.0)]) is None
+
+
+def test_share_below_a_target():
+    assert share_below(0.2, BUCKETS) == pytest.approx(0.9)
+    assert share_below(0.15, BUCKETS) == pytest.approx(0.7)
+    assert share_below(10.0, BUCKETS) == pytest.approx(0.99)
+
+
+def test_demand_follows_a_rise_at_once_and_a_fall_slowly():
+    est = DemandEstimator(smoothing=0.3)
+    assert est.update("s", 0, 10.0, 0) == 10.0
+    assert est.update("s", 15, 20.0, 0) == 20.0  # up: the latest rate wins at once
+    fall = est.update("s", 30, 2.0, 0)
+    assert 2.0 < fall < 20.0  # down: the average remembers
+
+
+def test_demand_projects_a_rising_trend_over_the_startup_time():
+    est = DemandEstimator()
+    for t, rps in ((0, 10.0), (15, 12.0), (30, 14.0)):
+        got = est.update("s", t, rps, lead_seconds=60)
+    assert got == pytest.approx(14.0 + (4.0 / 30.0) * 60)
+
+
+def _objects():
+    service = InferenceService.model_validate(yaml.safe_load((EXAMPLES / "llama3-8b.yaml").read_text()))
+    pool = AcceleratorPool.model_validate(yaml.safe_load((EXAMPLES / "pool-rtx4090.yaml").read_text()))
+    body = service.model_dump(by_alias=True, exclude_none=True)
+    body["metadata"]["uid"] = "1234"
+    return body, pool
+
+
+def test_the_deployment_adds_gpus_placement_labels_and_owner():
+    body, pool = _objects()
+    d = deployment_manifest(body, pool, replicas=3, tensor_parallel=2)
+    assert d["metadata"]["name"] == "llama3-8b-chat-rtx4090" and d["spec"]["replicas"] == 3
+    pod = d["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kilowatt.dev/gpu": "rtx4090"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert container["args"][-2:] == ["--tensor-parallel-size", "2"]
+    assert container["readinessProbe"] == {"httpGet": {"path": "/health", "port": 8000}}  # the user's, kept
+    assert d["spec"]["template"]["metadata"]["labels"] == d["spec"]["selector"]["matchLabels"] | {
+        "app.kubernetes.io/managed-by": "kilowatt"}
+    owner = d["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("InferenceService", "1234", True)
+    assert body["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "8192"  # the input is not mutated
+
+
+def test_a_single_gpu_replica_gets_no_tensor_parallel_argument():
+    body, pool = _objects()
+    args = deployment_manifest(body, pool, 1, 1)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--tensor-parallel-size" not in args
+
+
+def test_long_names_are_shortened_stably():
+    name = deployment_name("a" * 50, "pool-with-a-long-name")
+    assert len(name) <= 63 and name == deployment_name("a" * 50, "pool-with-a-long-name")
+
+
+def test_references_to_missing_pools_name_the_field_and_the_choices():
+    doc = yaml.safe_load((EXAMPLES / "llama3-8b.yaml").read_text())
+    doc["spec"]["pools"] = ["h100", "rtx-4090"]
+    service, problems = parse_service(doc)
+    assert problems == []
+    (problem,) = reference_problems(service, {"h100", "rtx4090"})
+    assert str(problem) == "spec.pools[1]: no AcceleratorPool named 'rtx-4090'; use one of: h100, rtx4090, or create it"
+
+
+def test_conditions_keep_their_transition_time_until_the_status_changes():
+    first = set_condition([], "Ready", True, "R", "m")
+    again = set_condition(copy.deepcopy(first), "Ready", True, "R", "other message")
+    assert again[0]["lastTransitionTime"] == first[0]["lastTransitionTime"] and again[0]["message"] == "other message"
+    flipped = set_condition([{**first[0], "lastTransitionTime": "2000-01-01T00:00:00Z"}], "Ready", False, "R", "m")
+    assert flipped[0]["status"] == "False" and flipped[0]["lastTransitionTime"] != "2000-01-01T00:00:00Z"

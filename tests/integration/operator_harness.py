@@ -20,7 +20,7 @@ from kilowatt.testing.controlplane import free_port
 GROUP, VERSION = "kilowatt.dev", "v1alpha1"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.3,
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.3,
              what: str | Callable[[], str] = "") -> Any:
     deadline = time.monotonic() + timeout
     last_error = None

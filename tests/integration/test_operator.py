@@ -30,7 +30,7 @@ def clients(api):
 def fleet():
     f = SimulatedFleet().start(free_port())
     f.set_price("onprem", 0.14)
-    f.set_power("gpu-4090-a", 1200.0)
+    f.set_power("gpu-4090-a", 1800.0)
     yield f
     f.stop()
 
@@ -92,7 +92,7 @@ def test_load_rises_replicas_added_on_the_cheapest_pool(operator, cluster, fleet
     wait_for(lambda: condition(status(custom, "team-a", "chat"), "MetricsAvailable").get("status") == "True",
              what="metrics observed")
     fleet.set_load("team-a", "chat", "rtx4090", Load(rps=30.0))
-    got = wait_for(lambda: (d := deployments(apps, "team-a", "chat")).get("rtx4090", 0) >= 4 and d, 40,
+    got = wait_for(lambda: (d := deployments(apps, "team-a", "chat")).get("rtx4090", 0) >= 4 and d, 90,
                    what="scale-up on rtx4090")
     assert got.get("h100", 0) == 0  # the 4090 pool has room: nothing goes to the dear pool
     st = wait_for(lambda: (s := status(custom, "team-a", "chat")).get("observed", {}).get("requestsPerSecond", 0) > 20
@@ -104,6 +104,11 @@ def test_load_rises_replicas_added_on_the_cheapest_pool(operator, cluster, fleet
     assert row[1] == "Active" and "×RTX-4090" in row[3] and row[6] == "True"
     events = core.list_namespaced_event("team-a", field_selector="involvedObject.name=chat").items
     assert any(e.reason == "Scaled" and "rtx4090" in e.message for e in events)
+    pool = wait_for(lambda: (p := custom.get_cluster_custom_object(GROUP, VERSION, "acceleratorpools", "rtx4090"))
+                    ["status"].get("measuredPowerWatts") and p["status"].get("gpusInUse", 0) >= 4 and p,
+                    what="measured power and GPUs in use on the pool")
+    assert pool["status"]["measuredPowerWatts"] == pytest.approx(1800.0 * 1.4)  # DCGM watts x PUE
+    assert pool["status"]["effectiveUsdPerGPUHour"] > 0.10
     d = apps.read_namespaced_deployment("chat-rtx4090", "team-a")
     assert d.spec.template.spec.node_selector == {"kilowatt.dev/gpu": "rtx4090"}
     assert d.spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
@@ -118,7 +123,7 @@ def test_latency_above_the_slo_adds_capacity(operator, cluster, fleet):
                       deployments(apps, "team-b", "slow")["rtx4090"], what="initial placement")
     # The GPUs turn out slower than the model says: TPOT p95 at 90 ms against a 50 ms target.
     fleet.set_load("team-b", "slow", "rtx4090", Load(rps=12.0, tpot_seconds=0.09))
-    wait_for(lambda: sum(deployments(apps, "team-b", "slow").values()) > before, 40, what="correction adds replicas")
+    wait_for(lambda: sum(deployments(apps, "team-b", "slow").values()) > before, 90, what="correction adds replicas")
     assert status(custom, "team-b", "slow")["sloMet"] == "False"
 
 
@@ -130,7 +135,7 @@ def test_an_evening_price_peak_shifts_placement(operator, cluster, fleet):
     fleet.set_price("onprem", 3.0)  # a wholesale spike: $3/kWh makes the 4090s' watts dearer than H100 rental
     try:
         moved = wait_for(lambda: (d := deployments(apps, "team-c", "batch")).get("h100", 0) >= 1
-                         and d.get("rtx4090", 0) == 0 and d, 40, what="placement moves to h100")
+                         and d.get("rtx4090", 0) == 0 and d, 90, what="placement moves to h100")
         assert moved["h100"] >= 1
         pool = custom.get_cluster_custom_object(GROUP, VERSION, "acceleratorpools", "rtx4090")
         assert pool["status"]["electricityUsdPerKWh"] == 3.0
@@ -203,7 +208,7 @@ def test_prometheus_down_holds_placement_and_says_so(operator, cluster, promethe
     os.killpg(prometheus.process.pid, signal.SIGSTOP)  # hangs: every query times out
     try:
         st = wait_for(lambda: (s := status(custom, "team-a", "chat")) and condition(s, "MetricsAvailable").get(
-            "status") == "False" and s, 30, what="MetricsAvailable=False")
+            "status") == "False" and s, 60, what="MetricsAvailable=False")
         assert "Prometheus at" in condition(st, "MetricsAvailable")["message"]
         assert "placement held" in condition(st, "MetricsAvailable")["message"]
         for _ in range(3):
@@ -212,7 +217,7 @@ def test_prometheus_down_holds_placement_and_says_so(operator, cluster, promethe
             assert deployments(apps, "team-a", "chat") == before
     finally:
         os.killpg(prometheus.process.pid, signal.SIGCONT)
-    wait_for(lambda: condition(status(custom, "team-a", "chat"), "MetricsAvailable").get("status") == "True", 40,
+    wait_for(lambda: condition(status(custom, "team-a", "chat"), "MetricsAvailable").get("status") == "True", 90,
              what="recovery")
 
 
@@ -227,7 +232,7 @@ def test_operator_restart_leaves_no_duplicate_or_orphaned_deployments(control_pl
     operator.stop()
     second = OperatorThread(str(control_plane.kubeconfig), prometheus.url).start()
     try:
-        wait_for(lambda: second.loop.last_report is not None, 30, what="a period after restart")
+        wait_for(lambda: second.loop.last_report is not None, 60, what="a period after restart")
         second.loop.request_run()
         wait_for(lambda: second.loop.last_report is not None and second.loop.telemetry.ready, 30)
         after = snapshot()

@@ -224,7 +224,11 @@ class AcceleratorPoolStatus(_Model):
     effective_usd_per_gpu_hour: float | None = Field(
         default=None,
         alias="effectiveUsdPerGPUHour",
-        description="Hardware plus energy per GPU-hour at the current load and price, USD.",
+        description="Hardware plus energy per GPU-hour at the current load and price, USD (measured power "
+        "where the DCGM exporter reports it).",
+    )
+    measured_power_watts: float | None = Field(
+        default=None, alias="measuredPowerWatts", description="GPU power the DCGM exporter reports, PUE included."
     )
     conditions: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -70,6 +70,8 @@ class ControlLoop:
         self._last_status: dict[str, dict] = {}
         self._last_pool_status: dict[str, dict] = {}
         self._last_run = -float("inf")
+        self._power_factor: dict[str, float] = {}
+        self._measured_power: dict[str, float] = {}
         self.last_report: PeriodReport | None = None
         self.periods_run = 0
 
@@ -179,6 +181,8 @@ class ControlLoop:
         report.planner_seconds = result.solve_seconds
         self.telemetry.planner_seconds.observe(result.solve_seconds)
 
+        self._power_factor = self._measured_power_factors(pools, view, pool_states, obs, now,
+                                                          [(s, c, d) for _, s, c, d in planned + held])
         for body, svc, current, data in planned:
             sp = result.service(svc.key)
             recommended = {p.pool: p.replicas for p in sp.placement}
@@ -332,7 +336,26 @@ class ControlLoop:
             cost.total_usd_per_hour)
         self.telemetry.power.labels(namespace=svc.metadata.namespace, service=svc.metadata.name).set(cost.power_watts)
 
-    def _cost(self, svc, desired, tp, data, pools, pool_states, now) -> CostBreakdown:
+    def _measured_power_factors(self, pools, view, pool_states, obs, now, services) -> dict[str, float]:
+        """Measured (DCGM) over modelled power per pool, for the replicas running now: it scales the energy
+        part of every cost on that pool, so reported cost follows the meters, not only the model."""
+        modelled: dict[str, float] = {}
+        for svc, current, data in services:
+            running = {p: c.replicas for p, c in current.items() if c.replicas > 0}
+            tp = {p: c.tensor_parallel for p, c in current.items()}
+            for p in running:
+                if p in pool_states:
+                    cost = self._cost(svc, {p: running[p]}, tp, data, pools, pool_states, now, factors={})
+                    modelled[p] = modelled.get(p, 0.0) + cost.power_watts / pool_states[p].economics.pue
+        factors = {}
+        for name, measured in obs.pools.items():
+            if measured.power_watts and modelled.get(name, 0.0) > 0:
+                factors[name] = min(3.0, max(1 / 3, measured.power_watts / modelled[name]))
+        self._measured_power = {n: o.power_watts for n, o in obs.pools.items() if o.power_watts is not None}
+        return factors
+
+    def _cost(self, svc, desired, tp, data, pools, pool_states, now, factors=None) -> CostBreakdown:
+        factors = self._power_factor if factors is None else factors
         total = ZERO
         state = service_state(svc, data.requests_per_second if data else 0.0, _mix(data) if data else None)
         capacity = sum(replica_capacity(state, pool_states[p], tp.get(p, 1))[0] * n
@@ -343,7 +366,11 @@ class ControlLoop:
             within, saturation = replica_capacity(state, pool_states[p], tp.get(p, 1))
             share = state.demand_rps * (within / capacity) / n if capacity > 0 else 0.0
             utilisation = share / saturation if saturation > 0 else 0.0
-            total = total + pool_states[p].economics.replica_cost(tp.get(p, 1), utilisation, now).scaled(n)
+            replica = pool_states[p].economics.replica_cost(tp.get(p, 1), utilisation, now)
+            f = factors.get(p, 1.0)
+            replica = CostBreakdown(replica.hardware_usd_per_hour, replica.energy_usd_per_hour * f,
+                                    replica.power_watts * f)
+            total = total + replica.scaled(n)
         return total
 
     def _write_status(self, body: dict, status: dict) -> None:
@@ -399,6 +426,16 @@ class ControlLoop:
                 "electricityUsdPerKWh": round(state.economics.price.usd_per_kwh(now), 4),
                 "effectiveUsdPerGPUHour": round(state.economics.effective_usd_per_gpu_hour(utilisation, now), 4),
             }
+            measured = self._measured_power.get(name)
+            if measured is not None:
+                status["measuredPowerWatts"] = round(measured * state.economics.pue, 1)  # at the wall
+                in_use = used.get(name, 0)
+                if in_use > 0:
+                    # Hardware plus the energy the meters say each GPU in use draws, at today's price.
+                    per_gpu_kw = measured / in_use / 1000.0
+                    status["effectiveUsdPerGPUHour"] = round(
+                        state.economics.usd_per_gpu_hour
+                        + per_gpu_kw * state.economics.pue * state.economics.price.usd_per_kwh(now), 4)
             nodes = view.nodes_by_pool.get(name, [])
             previous = self._last_pool_status.get(name, {})
             conditions = set_condition(previous.get("conditions") or [], "Ready", bool(nodes) and gpus > 0,

@@ -33,6 +33,9 @@ from kilowatt.state import pool_state, service_state
 
 log = logging.getLogger("kilowatt.loop")
 
+FIGURES = ("observed", "sloAttainment", "costPerHourUsd", "powerWatts")  # drift every period
+STATUS_REFRESH_SECONDS = 30.0
+
 
 @dataclass
 class LoopConfig:
@@ -68,6 +71,7 @@ class ControlLoop:
         self.correction = LatencyCorrection()
         self.demand = DemandEstimator()
         self._last_status: dict[str, dict] = {}
+        self._last_write: dict[str, float] = {}
         self._last_pool_status: dict[str, dict] = {}
         self._last_run = -float("inf")
         self._power_factor: dict[str, float] = {}
@@ -374,16 +378,25 @@ class ControlLoop:
         return total
 
     def _write_status(self, body: dict, status: dict) -> None:
+        """Patch status when a decision changed (placement, conditions, generation) at once; when only the
+        drifting figures changed (observed load, cost, power), at most every STATUS_REFRESH_SECONDS — so 1000
+        services at steady load do not cost 1000 PATCHes a period."""
         meta = body["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
-        comparable = {k: v for k, v in status.items() if k != "conditions"}
         last = self._last_status.get(key)
-        if last is not None and {k: v for k, v in last.items() if k != "conditions"} == comparable and \
-                _conditions_same(last.get("conditions"), status["conditions"]):
-            return
+        decisive = lambda st: ({k: v for k, v in st.items() if k not in FIGURES and k != "conditions"},  # noqa: E731
+                               [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                                for c in st.get("conditions") or []])
+        if last is not None:
+            if decisive(last) == decisive(status):
+                if all(last.get(k) == status.get(k) for k in FIGURES):
+                    return
+                if time.monotonic() - self._last_write.get(key, 0.0) < STATUS_REFRESH_SECONDS:
+                    return
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"], "inferenceservices",
                                                           meta["name"], {"status": status})
         self._last_status[key] = status
+        self._last_write[key] = time.monotonic()
 
     def _service_invalid(self, body: dict, problems: list[Problem]) -> None:
         meta = body["metadata"]

@@ -55,11 +55,8 @@ def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: An
     """Refuse what the schema cannot (cross-field rules) by name; otherwise plan at once, not next period."""
     _, problems = parse_service(dict(body))
     if problems:
-        text = "; ".join(str(p) for p in problems)
-        patch.status["conditions"] = set_condition(list(body.status.get("conditions") or []), "Ready", False,
-                                                   "InvalidSpec", text)
+        _report_invalid(body, patch, problems)
         patch.status["observedGeneration"] = body.metadata.get("generation")
-        kopf.warn(body, reason="InvalidSpec", message=text)
     memo.loop.request_run()
 
 
@@ -78,11 +75,16 @@ def service_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> Non
 def pool_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     _, problems = parse_pool(dict(body))
     if problems:
-        text = "; ".join(str(p) for p in problems)
-        patch.status["conditions"] = set_condition(list(body.status.get("conditions") or []), "Ready", False,
-                                                   "InvalidSpec", text)
-        kopf.warn(body, reason="InvalidSpec", message=text)
+        _report_invalid(body, patch, problems)
     memo.loop.request_run()
+
+
+def _report_invalid(body: kopf.Body, patch: kopf.Patch, problems: list) -> None:
+    """Ready=False with each field, what is wrong and the fix; and a Warning event saying the same."""
+    text = "; ".join(str(p) for p in problems)
+    patch.status["conditions"] = set_condition(list(body.status.get("conditions") or []), "Ready", False,
+                                               "InvalidSpec", text)
+    kopf.warn(body, reason="InvalidSpec", message=text)
 
 
 @kopf.daemon(GROUP, VERSION, "acceleratorpools", cancellation_timeout=10.0)

@@ -123,7 +123,12 @@ def test_latency_above_the_slo_adds_capacity(operator, cluster, fleet):
                       deployments(apps, "team-b", "slow")["rtx4090"], what="initial placement")
     # The GPUs turn out slower than the model says: TPOT p95 at 90 ms against a 50 ms target.
     fleet.set_load("team-b", "slow", "rtx4090", Load(rps=12.0, tpot_seconds=0.09))
-    wait_for(lambda: sum(deployments(apps, "team-b", "slow").values()) > before, 90, what="correction adds replicas")
+    wait_for(lambda: operator.loop.correction.factors("team-b/slow", "rtx4090")[1] > 1.5, 90,
+             what="the TPOT correction for the 4090 pool rises")
+    # Less capacity per 4090 replica: either more 4090 replicas, or (once a 4090 cannot meet 50 ms at all)
+    # the service moves to the pool that can. Either way, more capacity than the original plan believed.
+    wait_for(lambda: (d := deployments(apps, "team-b", "slow")).get("rtx4090", 0) > before or d.get("h100", 0) >= 1,
+             90, what=lambda: f"correction adds capacity: {deployments(apps, 'team-b', 'slow')}")
     assert status(custom, "team-b", "slow")["sloMet"] == "False"
 
 

@@ -226,6 +226,42 @@ def test_prometheus_down_holds_placement_and_says_so(operator, cluster, promethe
              what="recovery")
 
 
+def test_pending_pods_mark_a_pool_full_and_the_plan_spills(operator, cluster, fleet):
+    core, apps, custom = cluster
+    create(custom, service_body("team-c", "spill"))
+    fleet.set_load("team-c", "spill", "rtx4090", Load(rps=10.0))
+    wait_for(lambda: deployments(apps, "team-c", "spill").get("rtx4090", 0) >= 1, 90, what="spill on rtx4090")
+    assert deployments(apps, "team-c", "spill").get("h100", 0) == 0
+    # A replica the scheduler cannot place: the 4090 nodes are full. No scheduler runs in this tier (the
+    # end-to-end tier has one), so the test writes the Pod's status the way kube-scheduler would.
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="spill-rtx4090-stuck", labels={
+            "kilowatt.dev/service": "spill", "kilowatt.dev/pool": "rtx4090"}),
+        spec=client.V1PodSpec(automount_service_account_token=False, containers=[client.V1Container(
+            name="vllm", image="vllm/vllm-openai:v0.8.5",
+            resources=client.V1ResourceRequirements(requests={"nvidia.com/gpu": "1"},
+                                                    limits={"nvidia.com/gpu": "1"}))]))
+    try:
+        core.create_namespaced_service_account("team-c", client.V1ServiceAccount(
+            metadata=client.V1ObjectMeta(name="default")))
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:  # no controller-manager here makes the default ServiceAccount
+            raise
+    core.create_namespaced_pod("team-c", pod)
+    try:
+        core.patch_namespaced_pod_status("spill-rtx4090-stuck", "team-c", {"status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}})
+        moved = wait_for(lambda: (d := deployments(apps, "team-c", "spill")).get("h100", 0) >= 1 and d, 90,
+                         what=lambda: f"spill to h100: {deployments(apps, 'team-c', 'spill')}")
+        assert moved["h100"] >= 1
+    finally:
+        core.delete_namespaced_pod("spill-rtx4090-stuck", "team-c", grace_period_seconds=0)
+    # Room again: the cheap pool takes the service back.
+    wait_for(lambda: (d := deployments(apps, "team-c", "spill")).get("rtx4090", 0) >= 1 and d.get("h100", 0) == 0,
+             90, what=lambda: f"back on rtx4090: {deployments(apps, 'team-c', 'spill')}")
+
+
 def test_operator_restart_leaves_no_duplicate_or_orphaned_deployments(control_plane, operator, cluster, prometheus):
     _, apps, custom = cluster
 

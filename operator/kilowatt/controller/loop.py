@@ -20,15 +20,11 @@ from kilowatt.controller.conditions import now_iso, set_condition
 from kilowatt.controller.events import EventRecorder
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.controller.validation import Problem, parse_pool, parse_service, reference_problems
-from kilowatt.demand import DemandEstimator
+from kilowatt.decide import Decision, Decider, observed_mix
 from kilowatt.economics.cost import ZERO, CostBreakdown
 from kilowatt.metrics import MetricSource, Observations, ServiceRef
-from kilowatt.performance import CapacityModel, TokenMix
-from kilowatt.performance.correction import LatencyCorrection
-from kilowatt.planner import Snapshot, Stabiliser, plan
-from kilowatt.planner.options import options_for, replica_capacity
+from kilowatt.planner.options import replica_capacity
 from kilowatt.planner.snapshot import CurrentPlacement, PoolState
-from kilowatt.planner.stabiliser import PoolReplicas, ScalingPolicy
 from kilowatt.state import pool_state, service_state
 
 log = logging.getLogger("kilowatt.loop")
@@ -67,9 +63,7 @@ class ControlLoop:
         self.telemetry = telemetry or Telemetry()
         self.actuator = Actuator(apps)
         self.events = EventRecorder(core)
-        self.stabiliser = Stabiliser()
-        self.correction = LatencyCorrection()
-        self.demand = DemandEstimator()
+        self.decider = Decider(self.config.default_mode, self.config.planner_budget_seconds)
         self._last_status: dict[str, dict] = {}
         self._last_write: dict[str, float] = {}
         self._last_pool_status: dict[str, dict] = {}
@@ -78,6 +72,10 @@ class ControlLoop:
         self._measured_power: dict[str, float] = {}
         self.last_report: PeriodReport | None = None
         self.periods_run = 0
+
+    @property
+    def correction(self):
+        return self.decider.correction
 
     # -- scheduling -------------------------------------------------------------------------------------------------
     def due(self) -> bool:
@@ -156,64 +154,31 @@ class ControlLoop:
             self.telemetry.errors.labels(kind="MetricsUnavailable").inc()
 
         pool_states = self._pool_states(pools, view, obs)
-        planned, held = [], []
-        states = {}
+        current: dict[str, dict[str, CurrentPlacement]] = {s.key: {} for _, s in services}
+        for (key, pool), r in view.deployments.items():
+            if key in current:
+                current[key][pool] = CurrentPlacement(r.replicas, r.tensor_parallel, r.ready)
+        decided = self.decider.decide(now, clock, [s for _, s in services], pools, pool_states, current, obs)
+        if decided.plan is not None:
+            report.planner_seconds = decided.plan.solve_seconds
+            self.telemetry.planner_seconds.observe(decided.plan.solve_seconds)
+        self._power_factor = self._measured_power_factors(
+            pools, view, pool_states, obs, now,
+            [(s, current[s.key], obs.services.get(s.key) if obs.available else None) for _, s in services])
         for body, svc in services:
-            key = svc.key
-            mode = self._mode(svc)
-            current = self._current(key, pools, view)
-            data = obs.services.get(key) if obs.available else None
-            running = sum(c.replicas for c in current.values())
-            if mode is ScalingMode.OFF or (data is None and running > 0):
-                held.append((body, svc, current, data))
-                continue
-            if data is None:
-                demand, mix = 0.0, None  # nothing runs and nothing is known: start at the floor (>= 1 replica)
+            decision = decided.decisions[svc.key]
+            data = obs.services.get(svc.key) if obs.available else None
+            if decision.held:
+                self._report(body, svc, current[svc.key], decision.desired, dict(decision.tensor_parallel), data,
+                             obs, pools, pool_states, decision.reason, None, report, changed=False, now=now)
             else:
-                lead = max((p.spec.replica_startup_seconds for p in pools.values()), default=0.0)
-                demand = self.demand.update(key, clock, data.requests_per_second, lead)
-                mix = _mix(data)
-                self._learn(svc, pools, view, data, mix)
-            corrections = {p: self.correction.factors(key, p) for p in pools}
-            states[key] = service_state(svc, demand, mix, current, corrections)
-            planned.append((body, svc, current, data))
-
-        # Held services keep their GPUs: the plan for the others works around them.
-        pool_states = _minus_held(pool_states, held, pools)
-        snapshot = Snapshot(now, tuple(pool_states.values()), tuple(states[s.key] for _, s, _, _ in planned))
-        result = plan(snapshot, time_limit_seconds=self.config.planner_budget_seconds)
-        report.planner_seconds = result.solve_seconds
-        self.telemetry.planner_seconds.observe(result.solve_seconds)
-
-        self._power_factor = self._measured_power_factors(pools, view, pool_states, obs, now,
-                                                          [(s, c, d) for _, s, c, d in planned + held])
-        for body, svc, current, data in planned:
-            sp = result.service(svc.key)
-            recommended = {p.pool: p.replicas for p in sp.placement}
-            tp = {p.pool: p.tensor_parallel for p in sp.placement}
-            self._decide(body, svc, current, data, recommended, tp, sp.reason, sp.binding, clock, obs, pools,
-                         pool_states, report, now)
-        for body, svc, current, data in held:
-            reason = ("scaling.mode is Off: Deployments left alone" if self._mode(svc) is ScalingMode.OFF else
-                      f"no metrics for {svc.key} ({obs.error or 'no series yet'}): placement held, nothing scaled down")
-            recommended = {p: c.replicas for p, c in current.items()}
-            tp = {p: c.tensor_parallel for p, c in current.items()}
-            self._report(body, svc, current, recommended, tp, data, obs, pools, pool_states, reason, None, report,
-                         changed=False, now=now)
+                self._act(body, svc, current[svc.key], data, decision, obs, pools, pool_states, report, now)
         self._report_pools(pools, view, pool_states, now)
         report.cost_usd_per_hour = sum(self._last_status.get(s.key, {}).get("costPerHourUsd", 0.0)
                                        for _, s in services)
         return report
 
     # -- pieces ---------------------------------------------------------------------------------------------------
-    def _mode(self, svc: InferenceService) -> ScalingMode:
-        fields_set = svc.spec.scaling.model_fields_set
-        return svc.spec.scaling.mode if "mode" in fields_set else self.config.default_mode
-
-    def _current(self, key: str, pools: dict[str, AcceleratorPool], view: ClusterView) -> dict[str, CurrentPlacement]:
-        return {pool: CurrentPlacement(r.replicas, r.tensor_parallel, r.ready)
-                for (svc, pool), r in view.deployments.items() if svc == key}
-
     def _pool_states(self, pools: dict[str, AcceleratorPool], view: ClusterView, obs: Observations) -> dict[str, PoolState]:
         out = {}
         for name, pool in pools.items():
@@ -228,44 +193,11 @@ class ControlLoop:
             out[name] = pool_state(pool, gpus, price)
         return out
 
-    def _learn(self, svc: InferenceService, pools: dict[str, AcceleratorPool], view: ClusterView, data: Any,
-               mix: TokenMix) -> None:
-        """Feed observed latency per pool into the online correction (against the uncorrected model)."""
-        state = service_state(svc, 0.0, mix)
-        for pool_name, latency in data.by_pool.items():
-            running = view.deployments.get((svc.key, pool_name))
-            pool = pools.get(pool_name)
-            if running is None or pool is None or running.ready <= 0:
-                continue
-            model = CapacityModel(state.shape, pool_state(pool).gpu, running.tensor_parallel)
-            point = model.at_load(latency.requests_per_second / running.ready, mix, svc.spec.slo.percentile)
-            self.correction.observe(svc.key, pool_name, latency.requests_per_second / running.ready,
-                                    point.ttft_p_seconds, latency.ttft_p_seconds, point.tpot_p_seconds,
-                                    latency.tpot_p_seconds)
-
-    def _decide(self, body, svc, current, data, recommended, tp, reason, binding, clock, obs, pools, pool_states,
-                report, now) -> None:
+    def _act(self, body, svc, current, data, decision: Decision, obs, pools, pool_states, report, now) -> None:
         key = svc.key
-        scaling = svc.spec.scaling
-        policy = ScalingPolicy(scaling.scale_up_stabilization_seconds, scaling.scale_down_stabilization_seconds,
-                               scaling.max_scale_up_step, scaling.max_scale_down_step)
-        state = service_state(svc, 0.0, _mix(data) if data else None)
-        capacity = {}
-        for pool_name in set(recommended) | set(current):
-            if pool_name in pool_states:
-                k = tp.get(pool_name) or (current[pool_name].tensor_parallel if pool_name in current else 1)
-                capacity[pool_name] = replica_capacity(state, pool_states[pool_name], k)[0]
-        now_replicas = {p: PoolReplicas(c.replicas, c.ready, capacity.get(p, 0.0)) for p, c in current.items()}
-        observed_rps = data.requests_per_second if data else 0.0
-        step = self.stabiliser.step(key, recommended, now_replicas, observed_rps, clock, policy)
-        desired = {p: n for p, n in step.replicas.items() if p in pools}
-        for p in desired:
-            tp.setdefault(p, current[p].tensor_parallel if p in current else 1)
-        changed = any(desired.get(p, 0) != (current[p].replicas if p in current else 0) for p in desired) or any(
-            tp.get(p) != c.tensor_parallel and desired.get(p, 0) > 0 for p, c in current.items())
-        mode = self._mode(svc)
-        if step.notes:
-            reason = f"{reason} Held: {'; '.join(step.notes)}."
+        desired, tp, reason, binding, changed = (decision.desired, dict(decision.tensor_parallel), decision.reason,
+                                                 decision.binding, decision.changed)
+        mode = self.decider.mode(svc)
         report.desired[key] = desired
         if mode is ScalingMode.ACTIVE:
             for pool_name, replicas in desired.items():
@@ -361,7 +293,7 @@ class ControlLoop:
     def _cost(self, svc, desired, tp, data, pools, pool_states, now, factors=None) -> CostBreakdown:
         factors = self._power_factor if factors is None else factors
         total = ZERO
-        state = service_state(svc, data.requests_per_second if data else 0.0, _mix(data) if data else None)
+        state = service_state(svc, data.requests_per_second if data else 0.0, observed_mix(data) if data else None)
         capacity = sum(replica_capacity(state, pool_states[p], tp.get(p, 1))[0] * n
                        for p, n in desired.items() if p in pool_states)
         for p, n in desired.items():
@@ -466,14 +398,7 @@ class ControlLoop:
 
     def forget(self, key: str) -> None:
         self._last_status.pop(key, None)
-        self.stabiliser.forget(key)
-        self.demand.forget(key)
-
-
-def _mix(data: Any) -> TokenMix | None:
-    if data is None or not data.input_tokens_mean or not data.output_tokens_mean:
-        return None
-    return TokenMix(max(1.0, data.input_tokens_mean), max(1.0, data.output_tokens_mean))
+        self.decider.forget(key)
 
 
 def _observed(data: Any) -> dict | None:
@@ -507,13 +432,3 @@ def _condition_message(status: dict, type_: str) -> str | None:
         if c.get("type") == type_:
             return c.get("message")
     return None
-
-
-def _minus_held(pool_states: dict[str, PoolState], held: list, pools: dict) -> dict[str, PoolState]:
-    from dataclasses import replace
-
-    taken: dict[str, int] = {}
-    for _, _, current, _ in held:
-        for p, c in current.items():
-            taken[p] = taken.get(p, 0) + c.replicas * c.tensor_parallel
-    return {name: replace(s, gpus_max=max(0, s.gpus_max - taken.get(name, 0))) for name, s in pool_states.items()}

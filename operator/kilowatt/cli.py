@@ -160,6 +160,89 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from kilowatt.twin.policies import POLICIES
+    from kilowatt.twin.simulate import simulate
+    from kilowatt.twin.workload import TraceError, read_prices, read_rate_curve, read_requests, shaped
+    from kilowatt.state import ManifestError, load_objects
+
+    try:
+        pools, services = load_objects(args.file)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not pools or not services:
+        print(f"error: found {len(pools)} AcceleratorPool(s) and {len(services)} InferenceService(s) in "
+              f"{', '.join(args.file)}; need at least one of each", file=sys.stderr)
+        return 2
+    if args.service:
+        chosen = [s for s in services if s.key == args.service]
+        if not chosen:
+            print(f"error: --service {args.service}: not found; services: {', '.join(s.key for s in services)}",
+                  file=sys.stderr)
+            return 2
+        service = chosen[0]
+    else:
+        service = services[0]
+    unsized = [p.name for p in pools if p.spec.max_gpus is None]
+    if unsized:
+        print(f"error: pool(s) {', '.join(unsized)} have no spec.maxGPUs; the twin has no nodes to count GPUs on: "
+              "set maxGPUs", file=sys.stderr)
+        return 2
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+    for name in policies:
+        if name not in POLICIES and not (name.startswith("hpa-") and name.removeprefix("hpa-") in
+                                         {p.name for p in pools}):
+            print(f"error: --policy {name}: unknown; known: {', '.join(POLICIES)} (hpa-<pool> for any pool: "
+                  f"{', '.join(p.name for p in pools)})", file=sys.stderr)
+            return 2
+    start = _parse_time(args.start)
+    try:
+        trace = read_requests(args.trace)
+        curve = read_rate_curve(args.rate_curve) if args.rate_curve else None
+        duration = args.duration_hours * 3600.0 if args.duration_hours else None
+        if curve is not None and duration is None:
+            duration = 86400.0
+        workload = shaped(trace, curve, args.scale, duration, seed=args.seed)
+        prices = {}
+        if args.prices:
+            if not args.region:
+                print("error: --prices needs --region (e.g. US-TEX-ERCO)", file=sys.stderr)
+                return 2
+            series = read_prices(args.prices, args.region, start, workload.duration_s)
+            prices = {p.name: series for p in pools}
+    except (TraceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"simulating {len(workload):,} requests over {workload.duration_s / 3600:.2f} h for {service.key} on "
+              f"{', '.join(p.name for p in pools)}: {', '.join(policies)}", file=sys.stderr)
+    results = simulate(policies, workload, service, pools, prices, {}, start, args.period_seconds, args.seed,
+                       quiet=args.quiet)
+    summary = {"service": service.key, "requests": len(workload), "durationHours": round(workload.duration_s / 3600, 4),
+               "workload": workload.label, "start": start.isoformat(),
+               "policies": [r.to_json() for r in results]}
+    if args.report:
+        from kilowatt.twin.report import write_report
+
+        slo = service.spec.slo
+        page = write_report(args.report, results, f"kilowatt twin: {service.key}, {workload.label}",
+                            slo.ttft_milliseconds, slo.tpot_milliseconds, summary)
+        if not args.quiet:
+            print(f"report: {page}", file=sys.stderr)
+    if args.output == "json":
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{'POLICY':14} {'COST $':>9} {'HW $':>8} {'ENERGY $':>9} {'kWh':>8} {'$/M TOK':>8} {'SLO':>8} "
+          f"{'TTFT p95':>9} {'TPOT p95':>9}")
+    for p in summary["policies"]:
+        fmt = lambda x: "-" if x is None else f"{x:.0f}ms"  # noqa: E731
+        print(f"{p['name']:14} {p['costUsd']:9.2f} {p['hardwareUsd']:8.2f} {p['energyUsd']:9.2f} "
+              f"{p['energyKwh']:8.1f} {p['costPerMillionTokensUsd'] or 0:8.4f} {p['sloAttainment']:8.2%} "
+              f"{fmt(p['ttftP95Ms']):>9} {fmt(p['tpotP95Ms']):>9}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import os
 
@@ -241,6 +324,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_run)
 
+    data_dir = REPO_ROOT.parent / "shared/data"
+    p = sub.add_parser("simulate", help="replay a trace in the twin: kilowatt against baselines, cost and SLO")
+    p.add_argument("--trace", default=str(data_dir / "azure2023_conv_requests.csv"),
+                   help="per-request CSV: timestamp_s,input_tokens,output_tokens")
+    p.add_argument("--rate-curve", help="CSV window_start_s,requests_per_s,... or a Prometheus query_range JSON")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the request rate")
+    p.add_argument("--duration-hours", type=float, help="default: the trace's length, or a day with a rate curve")
+    p.add_argument("-f", "--file", action="append", help=f"YAML file or directory (default {default_examples})")
+    p.add_argument("--service", help="NAMESPACE/NAME the trace drives (default: the first service)")
+    p.add_argument("--prices", help="hourly prices CSV datetime_utc,region,price_usd_per_mwh (every pool pays it)")
+    p.add_argument("--region", help="region in --prices, e.g. US-TEX-ERCO")
+    p.add_argument("--start", default="2024-07-16T00:00:00Z", help="simulated start time (ISO 8601)")
+    p.add_argument("--policy", default=",".join(("kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange",
+                                                 "lower-bound")))
+    p.add_argument("--period-seconds", type=float, default=15.0, help="control period")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", help="directory for the plots and report.html")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_simulate)
+
     p = sub.add_parser("validate", help="check YAML objects against the API, including cross-field rules")
     p.add_argument("-f", "--file", action="append", required=True)
     p.set_defaults(func=cmd_validate)
@@ -249,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "file", None) is None and args.command == "plan":
+    if getattr(args, "file", None) is None and args.command in ("plan", "simulate"):
         args.file = [str(REPO_ROOT / "manifests/examples")]
     return args.func(args)
 

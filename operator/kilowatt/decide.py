@@ -26,6 +26,9 @@ from kilowatt.planner.types import Plan
 from kilowatt.state import pool_state, service_state
 
 
+BACKLOG_SECONDS = 60.0
+
+
 @dataclass(frozen=True)
 class Decision:
     """What one service should run after this period, and why."""
@@ -90,7 +93,10 @@ class Decider:
                 demand, mix = 0.0, None  # nothing runs and nothing is known: start at the floor (>= 1 replica)
             else:
                 lead = max((p.spec.replica_startup_seconds for p in pools.values()), default=0.0)
-                demand = self.demand.update(key, clock_seconds, data.requests_per_second, lead)
+                # Completions understate demand when replicas fall behind: requests waiting are demand too,
+                # to be served within a minute on top of the arrivals.
+                rps = data.requests_per_second + (data.waiting or 0.0) / BACKLOG_SECONDS
+                demand = self.demand.update(key, clock_seconds, rps, lead)
                 mix = observed_mix(data)
                 self._learn(svc, pools, mine, data, mix)
             demands[key] = demand

@@ -1,0 +1,334 @@
+"""The twin's data plane: replicas on GPU pools serving a workload, start-up delays, routing, cost and power.
+
+A policy says how many replicas of which degree run on each pool; the data plane creates them (serving after the
+pool's ``replicaStartupSeconds``), retires them (one not yet serving goes at once; a serving one stops taking
+requests and drains), routes each arriving request to a serving replica and runs every replica's engine. A
+request that arrives while nothing serves waits at the gateway. Hardware is paid for every replica that exists,
+starting or draining included; power follows each replica's load on the pool's power curve.
+
+Routing: a capacity-aware gateway (each serving replica takes requests in proportion to what it serves within
+the SLO, at random), or a policy's own router (the Mélange baseline routes by request size).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
+from kilowatt.economics.cost import WATTS_PER_KILOWATT
+from kilowatt.economics.prices import PriceSource
+from kilowatt.metrics.source import Observations, PoolLatency, PoolObservation, ServiceObservation, ServiceRef
+from kilowatt.performance import CapacityModel, TokenMix
+from kilowatt.planner.options import replica_capacity
+from kilowatt.planner.snapshot import CurrentPlacement, PoolState
+from kilowatt.state import gpu_of, pool_state, service_state
+from kilowatt.twin.engine import EngineTimes, Ledger, Replica
+from kilowatt.twin.workload import Workload
+
+SECONDS_PER_HOUR = 3600.0
+Router = Callable[[np.ndarray, list[Replica], np.random.Generator], np.ndarray]
+
+
+@dataclass
+class Sample:
+    """One control period of one run, for the report's time series."""
+
+    t_s: float
+    arrivals_rps: float
+    replicas: dict[str, int]  # pool -> replicas that exist (starting and draining included)
+    serving: dict[str, int]  # pool -> replicas serving
+    cost_usd_per_hour: float
+    power_watts: float  # at the wall
+    price_usd_per_kwh: dict[str, float]
+    ttft_p95_s: float | None
+    tpot_p95_s: float | None
+
+
+@dataclass
+class Accounts:
+    hardware_usd: float = 0.0
+    energy_usd: float = 0.0
+    energy_kwh: float = 0.0
+    gpu_hours: dict[str, float] = field(default_factory=dict)
+
+
+class DataPlane:
+    def __init__(self, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
+                 prices: dict[str, PriceSource], start: datetime, seed: int = 0,
+                 startup_override_seconds: float | None = None, metrics_window_seconds: float = 60.0) -> None:
+        self.workload = workload
+        self.service = service
+        self.pools = {p.name: p for p in pools}
+        self.pool_index = {p.name: i for i, p in enumerate(pools)}
+        self.prices = prices
+        self.start = start
+        self.rng = np.random.default_rng(seed)
+        self.startup_override = startup_override_seconds
+        self.metrics_window = metrics_window_seconds
+        self.ledger = Ledger(len(workload))
+        self.replicas: dict[str, list[Replica]] = {p.name: [] for p in pools}
+        self.draining: list[Replica] = []
+        self.replacing: list[Replica] = []  # still serving until their replacements are ready
+        self.gateway: deque[int] = deque()
+        self.next_arrival = 0
+        self.now = 0.0
+        self.accounts = Accounts(gpu_hours={p.name: 0.0 for p in pools})
+        self.samples: list[Sample] = []
+        self.router: Router | None = None
+        self._recent: deque[tuple[float, np.ndarray]] = deque()
+        self._power_by_pool: dict[str, float] = {}
+        self._engines: dict[tuple[str, int], tuple[EngineTimes, float, float]] = {}
+        self._pool_states: dict[str, PoolState] = {}
+        self._pool_names = [p.name for p in pools]
+        mix = TokenMix(float(np.mean(workload.input_tokens)) if len(workload) else 205.0,
+                       float(np.mean(workload.output_tokens)) if len(workload) else 200.0)
+        self.mix = mix
+        self._state = service_state(service, 0.0, mix)
+
+    # -- what runs ------------------------------------------------------------------------------------------------
+    def at(self, t_s: float) -> datetime:
+        return self.start + timedelta(seconds=t_s)
+
+    def pool_state(self, name: str) -> PoolState:
+        """The pool as the planner sees it: GPUs from maxGPUs (no nodes here), the twin's price if one is set."""
+        found = self._pool_states.get(name)
+        if found is None:
+            found = self._pool_states[name] = self._make_pool_state(name)
+        return found
+
+    def _make_pool_state(self, name: str) -> PoolState:
+        pool = self.pools[name]
+        price = self.prices.get(name)
+        state = pool_state(pool, pool.spec.max_gpus or 0)
+        if price is not None:
+            from dataclasses import replace
+
+            state = replace(state, economics=replace(state.economics, price=price))
+        return state
+
+    def engine(self, pool: str, tp: int) -> tuple[EngineTimes, float, float]:
+        """(engine constants, req/s within the SLO, saturation req/s) of one replica on ``pool`` at degree tp."""
+        key = (pool, tp)
+        if key not in self._engines:
+            p = self.pools[pool]
+            model = CapacityModel(self._state.shape, gpu_of(p), tp)
+            within, saturation = replica_capacity(self._state, self.pool_state(pool), tp)
+            self._engines[key] = (EngineTimes.of(model), within, saturation)
+        return self._engines[key]
+
+    def placement(self) -> dict[str, CurrentPlacement]:
+        out = {}
+        for pool, replicas in self.replicas.items():
+            if replicas:
+                out[pool] = CurrentPlacement(len(replicas), replicas[0].gpus,
+                                             sum(1 for r in replicas if r.ready_at <= self.now))
+        return out
+
+    def apply(self, desired: dict[str, tuple[int, int]]) -> None:
+        """Make ``pool -> (replicas, tensor-parallel degree)`` true from now; pools not named keep what they run."""
+        for pool, (count, tp) in desired.items():
+            if pool not in self.replicas:
+                continue
+            alive = self.replicas[pool]
+            startup = self.pools[pool].spec.replica_startup_seconds
+            if self.startup_override is not None:
+                startup = self.startup_override
+            if alive and alive[0].gpus != tp:
+                # A new degree is a new set of replicas, rolled out like a Deployment with surge: the old
+                # ones keep serving until the new ones are ready, then drain.
+                for r in alive:
+                    if r.ready_at <= self.now:
+                        r.retire_at = self.now + startup
+                        self.replacing.append(r)
+                    else:
+                        self._charge(r, self.now)
+                alive.clear()
+            if count > len(alive):
+                times = self.engine(pool, tp)[0]
+                for _ in range(count - len(alive)):
+                    alive.append(Replica(times, self.pool_index[pool], self.now + startup, tp, self.now))
+            elif count < len(alive):
+                self._retire(pool, len(alive) - count)
+
+    def _retire(self, pool: str, count: int) -> None:
+        alive = self.replicas[pool]
+        # Starting replicas go first (nothing to drain), then the least busy serving ones.
+        alive.sort(key=lambda r: (r.ready_at <= self.now, r.outstanding()))
+        for replica in alive[:count]:
+            if replica.ready_at > self.now:
+                self._charge(replica, self.now)
+            else:
+                replica.draining = True
+                self.draining.append(replica)
+        del alive[:count]
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def advance(self, until: float) -> None:
+        """Route the arrivals up to ``until`` and run every replica to it; charge the period's cost."""
+        t0 = self.now
+        for r in [r for r in self.replacing if r.retire_at <= t0]:
+            self.replacing.remove(r)
+            r.draining = True
+            self.draining.append(r)
+        w = self.workload
+        end = int(np.searchsorted(w.arrival_s, until, side="left"))
+        arrivals = np.arange(self.next_arrival, end)
+        self.next_arrival = end
+        per_replica: dict[int, list[int]] = {}
+        # Serving sets change when a replica becomes ready: route segment by segment.
+        bounds = sorted({r.ready_at for rs in self.replicas.values() for r in rs if t0 < r.ready_at < until})
+        edges = [t0, *bounds, until]
+        times = w.arrival_s
+        lo = 0
+        for a, b in zip(edges, edges[1:]):
+            hi = int(np.searchsorted(times[arrivals], b, side="left")) if len(arrivals) else 0
+            segment = arrivals[lo:hi]
+            lo = hi
+            serving = [r for rs in self.replicas.values() for r in rs if r.ready_at <= a] + self.replacing
+            if not serving:
+                self.gateway.extend(segment.tolist())
+                continue
+            if self.gateway:
+                segment = np.concatenate([np.fromiter(self.gateway, dtype=np.int64), segment])
+                self.gateway.clear()
+            if not len(segment):
+                continue
+            chosen = self._route(segment, serving)
+            for replica_pos, r in zip(chosen.tolist(), segment.tolist()):
+                per_replica.setdefault(id(serving[replica_pos]), []).append(r)
+        everyone = [r for rs in self.replicas.values() for r in rs] + self.draining + self.replacing
+        inputs, outputs = w.input_tokens, w.output_tokens
+        for replica in everyone:
+            if replica.ready_at < until:
+                replica.run(per_replica.get(id(replica), []), times, inputs, outputs, until, self.ledger)
+        power: dict[str, float] = {}
+        for replica in everyone:
+            pool = self._pool_name(replica)
+            power[pool] = power.get(pool, 0.0) + self._charge(replica, until)
+        self._power_by_pool = power
+        self.draining = [r for r in self.draining if not r.idle()]
+        self.now = until
+        done = np.asarray(self.ledger.done, dtype=np.int64)
+        self.ledger.done.clear()
+        self._recent.append((until, done))
+        while self._recent and self._recent[0][0] <= until - self.metrics_window:
+            self._recent.popleft()
+        self._sample(t0, until, len(arrivals), done)
+
+    def _route(self, segment: np.ndarray, serving: list[Replica]) -> np.ndarray:
+        if self.router is not None:
+            return self.router(segment, serving, self.rng)
+        weights = np.array([max(self.engine(self._pool_name(r), r.gpus)[1], 1e-9) for r in serving])
+        if len(serving) == 1:
+            return np.zeros(len(segment), dtype=np.int64)
+        return self.rng.choice(len(serving), size=len(segment), p=weights / weights.sum())
+
+    def _pool_name(self, replica: Replica) -> str:
+        return self._pool_names[replica.pool_index]
+
+    def _charge(self, replica: Replica, t1: float) -> float:
+        """Charge one replica's hardware and energy from where it was last charged to ``t1``; return its IT
+        power in watts. Power follows the requests it completed per serving second against its saturation."""
+        t0 = replica.charged_until
+        dt = t1 - t0
+        if dt <= 0:
+            return 0.0
+        pool = self.pools[self._pool_name(replica)]
+        state = self.pool_state(pool.name)
+        serving_s = max(0.0, t1 - max(t0, replica.ready_at))
+        saturation = self.engine(pool.name, replica.gpus)[2]
+        served = replica.served - replica.served_at_charge
+        utilisation = min(1.0, served / serving_s / saturation) if serving_s > 0 and saturation > 0 else 0.0
+        watts = replica.gpus * state.economics.power.watts(utilisation)
+        kwh = watts * state.economics.pue * dt / SECONDS_PER_HOUR / WATTS_PER_KILOWATT
+        price = state.economics.price.usd_per_kwh(self.at((t0 + t1) / 2.0))
+        self.accounts.hardware_usd += replica.gpus * state.economics.usd_per_gpu_hour * dt / SECONDS_PER_HOUR
+        self.accounts.energy_kwh += kwh
+        self.accounts.energy_usd += kwh * price
+        self.accounts.gpu_hours[pool.name] += replica.gpus * dt / SECONDS_PER_HOUR
+        replica.charged_until = t1
+        replica.served_at_charge = replica.served
+        return watts
+
+    def _sample(self, t0: float, t1: float, arrived: int, done: np.ndarray) -> None:
+        dt = max(t1 - t0, 1e-9)
+        ttft = self.ledger.ttft_s[done] if len(done) else np.zeros(0)
+        tpot = self.ledger.tpot_s[done] if len(done) else np.zeros(0)
+        tpot = tpot[~np.isnan(tpot)]
+        at = self.at((t0 + t1) / 2)
+        prices = {name: self.pool_state(name).economics.price.usd_per_kwh(at) for name in self.pools}
+        power_wall = sum(w * self.pools[p].spec.cost.pue for p, w in self._power_by_pool.items())
+        cost_rate = sum(
+            len(rs) and sum(r.gpus for r in rs) * self.pool_state(p).economics.usd_per_gpu_hour for p, rs in
+            self.replicas.items()) + sum(w * self.pools[p].spec.cost.pue / WATTS_PER_KILOWATT * prices[p]
+                                         for p, w in self._power_by_pool.items())
+        self.samples.append(Sample(
+            t1, arrived / dt, {p: len(rs) for p, rs in self.replicas.items()},
+            {p: sum(1 for r in rs if r.ready_at <= t1) for p, rs in self.replicas.items()}, cost_rate, power_wall,
+            prices, float(np.percentile(ttft, 95)) if len(ttft) else None,
+            float(np.percentile(tpot, 95)) if len(tpot) else None))
+
+    def unfinished(self) -> int:
+        return (len(self.gateway) + sum(r.outstanding() for rs in self.replicas.values() for r in rs)
+                + sum(r.outstanding() for r in self.draining + self.replacing) + (len(self.workload) - self.next_arrival))
+
+
+class SimulatedMetrics:
+    """The operator's MetricSource, read from the data plane: what vLLM's and DCGM's exporters would report
+    through Prometheus (completions over the last minute, latency percentiles, watts), and the price feed."""
+
+    def __init__(self, plane: DataPlane, price_queries: dict[str, str] | None = None) -> None:
+        self.plane = plane
+        self.price_queries = price_queries or {}  # PromQL -> pool whose price it reads
+
+    def observe(self, services: list[ServiceRef], node_pools: dict[str, str], price_queries: list[str]) -> Observations:
+        plane = self.plane
+        done = np.concatenate([d for _, d in plane._recent]) if plane._recent else np.zeros(0, dtype=np.int64)
+        at = plane.at(plane.now)
+        prices = {q: plane.pool_state(pool).economics.price.usd_per_kwh(at) for q, pool in self.price_queries.items()
+                  if q in price_queries}
+        pools = {p: PoolObservation(w, None) for p, w in plane._power_by_pool.items()}
+        out = Observations(available=True, pools=pools, prices_usd_per_kwh=prices)
+        window = min(plane.metrics_window, max(plane.now, 1e-9))
+        for ref in services:
+            if ref.key != plane.service.key or not len(done):
+                out.services[ref.key] = None
+                continue
+            out.services[ref.key] = observation(plane, done, window, ref)
+        return out
+
+
+def observation(plane: DataPlane, done: np.ndarray, window_s: float, ref: ServiceRef) -> ServiceObservation:
+    ledger, w = plane.ledger, plane.workload
+    q = ref.percentile
+    ttft, tpot = ledger.ttft_s[done], ledger.tpot_s[done]
+    has_tpot = ~np.isnan(tpot)
+    ok = (ttft <= ref.ttft_seconds) & (~has_tpot | (tpot <= ref.tpot_seconds))
+    by_pool = {}
+    pools = ledger.pool[done]
+    for name, i in plane.pool_index.items():
+        mine = pools == i
+        if mine.any():
+            t = tpot[mine & has_tpot]
+            by_pool[name] = PoolLatency(float(mine.sum()) / window_s, float(np.percentile(ttft[mine], q)),
+                                        float(np.percentile(t, q)) if len(t) else None)
+    running = sum(r.batch for rs in plane.replicas.values() for r in rs)
+    waiting = len(plane.gateway) + sum(len(r.queue) for rs in plane.replicas.values() for r in rs)
+    return ServiceObservation(
+        requests_per_second=len(done) / window_s,
+        input_tokens_mean=float(np.mean(w.input_tokens[done])),
+        output_tokens_mean=float(np.mean(w.output_tokens[done])),
+        ttft_p_seconds=float(np.percentile(ttft, q)),
+        tpot_p_seconds=float(np.percentile(tpot[has_tpot], q)) if has_tpot.any() else None,
+        slo_attainment=float(np.mean(ok)),
+        running=float(running), waiting=float(waiting), by_pool=by_pool)
+
+
+def finite(x: float) -> float | None:
+    return None if x is None or math.isnan(x) or math.isinf(x) else x

@@ -1,0 +1,111 @@
+"""The twin's report: PNG plots and one self-contained HTML page (the plots inlined) in a directory."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+import matplotlib.pyplot as plt  # noqa: E402
+
+from kilowatt.twin.simulate import PolicyResult  # noqa: E402
+
+SECONDS_PER_HOUR = 3600.0
+
+
+def _hours(result: PolicyResult) -> list[float]:
+    return [s.t_s / SECONDS_PER_HOUR for s in result.samples]
+
+
+def write_report(directory: str | Path, results: list[PolicyResult], title: str, slo_ttft_ms: float,
+                 slo_tpot_ms: float, summary: dict) -> Path:
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[tuple[str, str]] = []
+    focus = next((r for r in results if r.name == "kilowatt"), results[0])
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    hours = _hours(focus)
+    pools = sorted({p for s in focus.samples for p in s.replicas})
+    ax.stackplot(hours, *[[s.replicas.get(p, 0) for s in focus.samples] for p in pools], labels=pools, alpha=0.6,
+                 step="post")
+    ax.set_ylabel("replicas")
+    ax.set_xlabel("hours")
+    ax2 = ax.twinx()
+    ax2.plot(hours, [s.arrivals_rps for s in focus.samples], color="black", linewidth=0.8, label="load")
+    ax2.set_ylabel("requests / s")
+    ax.legend(loc="upper left")
+    ax.set_title(f"{focus.name}: load and replicas per pool")
+    figures.append(("load-and-replicas.png", _save(fig, out / "load-and-replicas.png")))
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for r in results:
+        ax.plot(_hours(r), [s.cost_usd_per_hour for s in r.samples], label=r.name, linewidth=1)
+    ax.set_ylabel("USD per hour")
+    ax.set_xlabel("hours")
+    ax.set_title("cost over time (hardware + energy)")
+    ax.legend()
+    figures.append(("cost-over-time.png", _save(fig, out / "cost-over-time.png")))
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
+    for r in results:
+        a1.plot(_hours(r), [(s.ttft_p95_s or float("nan")) * 1000 for s in r.samples], label=r.name, linewidth=0.8)
+        a2.plot(_hours(r), [(s.tpot_p95_s or float("nan")) * 1000 for s in r.samples], label=r.name, linewidth=0.8)
+    for ax, target, name in ((a1, slo_ttft_ms, "TTFT"), (a2, slo_tpot_ms, "TPOT")):
+        ax.axhline(target, color="red", linestyle="--", label="SLO")
+        ax.set_yscale("log")
+        ax.set_xlabel("hours")
+        ax.set_ylabel(f"{name} p95 per period, ms")
+        ax.set_title(f"{name} p95 against the SLO")
+    a1.legend(fontsize=7)
+    figures.append(("latency-vs-slo.png", _save(fig, out / "latency-vs-slo.png")))
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
+    names = [r.name for r in results]
+    a1.bar(names, [r.hardware_usd for r in results], label="hardware")
+    a1.bar(names, [r.energy_usd for r in results], bottom=[r.hardware_usd for r in results], label="energy")
+    a1.set_ylabel("USD")
+    a1.set_title("total cost")
+    a1.legend()
+    a2.bar(names, [r.slo_attainment * 100 for r in results], color="tab:green")
+    a2.axhline(99, color="red", linestyle="--")
+    a2.set_ylim(min(90.0, min(r.slo_attainment * 100 for r in results) - 1), 100.5)
+    a2.set_ylabel("% requests within TTFT and TPOT")
+    a2.set_title("SLO attainment")
+    for ax in (a1, a2):
+        ax.tick_params(axis="x", rotation=30)
+    figures.append(("policy-comparison.png", _save(fig, out / "policy-comparison.png")))
+
+    rows = "".join(
+        f"<tr><td>{html.escape(p['name'])}</td><td>{p['costUsd']:.2f}</td><td>{p['hardwareUsd']:.2f}</td>"
+        f"<td>{p['energyUsd']:.2f}</td><td>{p['energyKwh']:.1f}</td><td>{p['sloAttainment']:.2%}</td>"
+        f"<td>{p['ttftP95Ms'] if p['ttftP95Ms'] is not None else '-'}</td>"
+        f"<td>{p['tpotP95Ms'] if p['tpotP95Ms'] is not None else '-'}</td></tr>" for p in summary["policies"])
+    images = "".join(
+        f'<h2>{html.escape(name.removesuffix(".png").replace("-", " "))}</h2>'
+        f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}"/>' for name, data in figures)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<table><tr><th>policy</th><th>cost USD</th><th>hardware USD</th><th>energy USD</th><th>energy kWh</th>
+<th>SLO attainment</th><th>TTFT p95 ms</th><th>TPOT p95 ms</th></tr>{rows}</table>
+{images}
+<h2>raw result</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre>
+</body></html>
+"""
+    (out / "report.html").write_text(page, encoding="utf-8")
+    (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return out / "report.html"
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return base64.b64encode(path.read_bytes()).decode("ascii")

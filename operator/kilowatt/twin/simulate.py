@@ -1,0 +1,144 @@
+"""Run policies over a workload in the twin and summarise what each cost and how its SLO held.
+
+Every policy sees the same requests (same seed), starts warm (replicas sized by its own rule for the trace's
+first minute, already serving), decides once per control period, and is charged for every replica that exists.
+After the last arrival the replicas drain; anything still unserved then is counted as dropped (and as missing
+the SLO). ``sloAttainment`` is the share of all requests whose TTFT and TPOT are both within the targets.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
+from kilowatt.economics.prices import PriceSource
+from kilowatt.twin.dataplane import DataPlane, Sample
+from kilowatt.twin.policies import make_policy
+from kilowatt.twin.workload import Workload
+
+DRAIN_LIMIT_SECONDS = 3600.0
+TOKENS_PER_MILLION = 1e6
+
+
+@dataclass
+class PolicyResult:
+    name: str
+    requests: int
+    finished: int
+    dropped: int
+    cost_usd: float
+    hardware_usd: float
+    energy_usd: float
+    energy_kwh: float
+    tokens: float
+    slo_attainment: float
+    ttft_p95_s: float | None
+    tpot_p95_s: float | None
+    gpu_hours: dict[str, float]
+    samples: list[Sample] = field(default_factory=list, repr=False)
+    decisions: int = 0
+    wall_seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        ms = lambda s: None if s is None else round(s * 1000.0, 3)  # noqa: E731
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "finished": self.finished,
+            "dropped": self.dropped,
+            "costUsd": round(self.cost_usd, 6),
+            "hardwareUsd": round(self.hardware_usd, 6),
+            "energyUsd": round(self.energy_usd, 6),
+            "energyKwh": round(self.energy_kwh, 6),
+            "costPerMillionTokensUsd": round(self.cost_usd / (self.tokens / TOKENS_PER_MILLION), 6)
+            if self.tokens else None,
+            "sloAttainment": round(self.slo_attainment, 6),
+            "ttftP95Ms": ms(self.ttft_p95_s),
+            "tpotP95Ms": ms(self.tpot_p95_s),
+            "gpuHours": {p: round(h, 6) for p, h in self.gpu_hours.items()},
+            "decisions": self.decisions,
+            "wallSeconds": round(self.wall_seconds, 3),
+        }
+
+
+def run_policy(name: str, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
+               prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
+               period_seconds: float = 15.0, seed: int = 0,
+               progress: Callable[[str, float], None] | None = None) -> PolicyResult:
+    started = time.perf_counter()
+    policy = make_policy(name, service, pools, price_queries, period_seconds)
+    plane = DataPlane(workload, service, pools, prices, start, seed=seed,
+                      startup_override_seconds=policy.startup_override_seconds)
+    policy.bind(plane)
+    first_minute = float(np.sum(workload.arrival_s < 60.0)) / min(60.0, workload.duration_s)
+    plane.apply(policy.decide(initial_rps=first_minute))
+    for replicas in plane.replicas.values():  # warm start: what ran before the trace is already serving
+        for r in replicas:
+            r.ready_at = r.t = r.created_at = r.charged_until = 0.0
+    t = 0.0
+    next_report = 0.0
+    while t < workload.duration_s:
+        until = min(t + period_seconds, workload.duration_s)
+        plane.advance(until)
+        t = until
+        if t < workload.duration_s:
+            plane.apply(policy.decide())
+        if progress and t >= next_report:
+            progress(name, t / workload.duration_s)
+            next_report = t + workload.duration_s / 20
+    # Drain: no more arrivals; serving replicas finish what they hold (the policy keeps its last placement).
+    while plane.unfinished() and t < workload.duration_s + DRAIN_LIMIT_SECONDS:
+        t += period_seconds
+        plane.advance(t)
+    return summarise(name, plane, time.perf_counter() - started, getattr(policy, "decisions", 0))
+
+
+def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int = 0) -> PolicyResult:
+    ledger, w, slo = plane.ledger, plane.workload, plane.service.spec.slo
+    finished = ~np.isnan(ledger.finish_s)
+    has_tpot = ~np.isnan(ledger.tpot_s)
+    ttft_ok = ledger.ttft_s <= slo.ttft_milliseconds / 1000.0
+    tpot_ok = ~has_tpot | (ledger.tpot_s <= slo.tpot_milliseconds / 1000.0)
+    ok = finished & ttft_ok & tpot_ok
+    q = slo.percentile
+    a = plane.accounts
+    tokens = float(np.sum(w.input_tokens[finished]) + np.sum(w.output_tokens[finished]))
+    # Percentiles over all requests: an unserved one counts as infinitely late.
+    ttft_all = np.where(finished, ledger.ttft_s, np.inf)
+    tpot_all = np.where(finished, np.where(has_tpot, ledger.tpot_s, 0.0), np.inf)
+    p = lambda x: (float(np.percentile(x, 95)) if len(x) and np.isfinite(np.percentile(x, 95)) else None)  # noqa: E731
+    del q
+    return PolicyResult(
+        name=name, requests=len(w), finished=int(finished.sum()), dropped=int(len(w) - finished.sum()),
+        cost_usd=a.hardware_usd + a.energy_usd, hardware_usd=a.hardware_usd, energy_usd=a.energy_usd,
+        energy_kwh=a.energy_kwh, tokens=tokens, slo_attainment=float(ok.mean()) if len(w) else 1.0,
+        ttft_p95_s=p(ttft_all), tpot_p95_s=p(tpot_all[has_tpot | ~finished]), gpu_hours=dict(a.gpu_hours),
+        samples=plane.samples, decisions=decisions, wall_seconds=wall_seconds)
+
+
+def simulate(policies: list[str], workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
+             prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
+             period_seconds: float = 15.0, seed: int = 0, quiet: bool = False) -> list[PolicyResult]:
+    tty = sys.stderr.isatty()
+
+    def progress(name: str, fraction: float) -> None:
+        if tty:
+            print(f"\r  {name:12} {'#' * int(fraction * 30):30} {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+        elif round(fraction * 20) % 5 == 0:  # plain lines for logs: every quarter
+            print(f"  {name:12} {fraction:4.0%}", file=sys.stderr, flush=True)
+
+    results = []
+    for name in policies:
+        result = run_policy(name, workload, service, pools, prices, price_queries, start, period_seconds, seed,
+                            None if quiet else progress)
+        if not quiet:
+            print(f"{chr(13) if tty else ''}  {name:12} {'#' * 30} done in {result.wall_seconds:.1f}s: ${result.cost_usd:.2f}, SLO "
+                  f"{result.slo_attainment:.2%}", file=sys.stderr)
+        results.append(result)
+    return results

@@ -106,14 +106,17 @@ def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int =
     ttft_ok = ledger.ttft_s <= slo.ttft_milliseconds / 1000.0
     tpot_ok = ~has_tpot | (ledger.tpot_s <= slo.tpot_milliseconds / 1000.0)
     ok = finished & ttft_ok & tpot_ok
-    q = slo.percentile
     a = plane.accounts
     tokens = float(np.sum(w.input_tokens[finished]) + np.sum(w.output_tokens[finished]))
     # Percentiles over all requests: an unserved one counts as infinitely late.
     ttft_all = np.where(finished, ledger.ttft_s, np.inf)
     tpot_all = np.where(finished, np.where(has_tpot, ledger.tpot_s, 0.0), np.inf)
-    p = lambda x: (float(np.percentile(x, 95)) if len(x) and np.isfinite(np.percentile(x, 95)) else None)  # noqa: E731
-    del q
+    def p(x: np.ndarray) -> float | None:
+        """The p95, or None when it is infinite (over 5 % of the requests were never served)."""
+        if not len(x) or np.isfinite(x).mean() < 0.95:
+            return None
+        return float(np.percentile(x, 95))
+
     return PolicyResult(
         name=name, requests=len(w), finished=int(finished.sum()), dropped=int(len(w) - finished.sum()),
         cost_usd=a.hardware_usd + a.energy_usd, hardware_usd=a.hardware_usd, energy_usd=a.energy_usd,

@@ -122,7 +122,8 @@ def shaped(trace: Workload, curve: tuple[np.ndarray, np.ndarray] | None, scale: 
         rates = trace.rate_per_window(window)[: len(starts)]
     else:
         starts, rates = curve
-        rates = rates / max(float(np.mean(rates)), 1e-12) * mean_rate
+        used = starts < (duration_s or np.inf)  # normalise over the part of the curve the run uses
+        rates = rates / max(float(np.mean(rates[used])), 1e-12) * mean_rate
     rates = np.maximum(rates, 0.0) * scale
     step = float(starts[1] - starts[0]) if len(starts) > 1 else trace.duration_s
     end = float(starts[-1] + step)

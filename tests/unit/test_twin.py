@@ -1,0 +1,187 @@
+"""The twin: determinism, conservation, start-up delay, cost arithmetic, readers, fidelity and the CLI contract."""
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from kilowatt.api.v1alpha1 import AcceleratorPool
+from kilowatt.economics.prices import FlatPrice
+from kilowatt.state import load_objects
+from kilowatt.twin.dataplane import DataPlane
+from kilowatt.twin.fidelity import fidelity
+from kilowatt.twin.simulate import run_policy, summarise
+from kilowatt.twin.workload import TraceError, Workload, read_prices, read_rate_curve, read_requests, shaped
+from tests.paths import EXAMPLES, SHARED_DATA
+
+START = datetime(2024, 7, 16, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    pools, services = load_objects([EXAMPLES])
+    return pools, services[0]
+
+
+@pytest.fixture(scope="module")
+def conv():
+    return read_requests(SHARED_DATA / "azure2023_conv_requests.csv")
+
+
+def small(trace: Workload, minutes: float, scale: float = 1.0, seed: int = 3) -> Workload:
+    return shaped(trace, None, scale, duration_s=minutes * 60.0, seed=seed)
+
+
+def test_same_seed_same_result_other_seed_other_traffic(examples, conv):
+    pools, service = examples
+    w = small(conv, 10, 2.0)
+    a = run_policy("kilowatt", w, service, pools, {}, {}, START, seed=7).to_json()
+    b = run_policy("kilowatt", w, service, pools, {}, {}, START, seed=7).to_json()
+    a.pop("wallSeconds"), b.pop("wallSeconds")
+    assert a == b
+    assert len(small(conv, 10, 2.0, seed=4)) != len(w) or not np.array_equal(
+        small(conv, 10, 2.0, seed=4).arrival_s, w.arrival_s)
+
+
+@pytest.mark.parametrize("policy", ["kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "lower-bound"])
+def test_every_request_finishes_or_is_counted_dropped(examples, conv, policy):
+    pools, service = examples
+    w = small(conv, 8, 3.0)
+    r = run_policy(policy, w, service, pools, {}, {}, START)
+    assert r.requests == len(w) > 0
+    assert r.finished + r.dropped == r.requests
+    assert r.dropped == 0  # every policy has replicas at the end; the drain serves what is left
+    assert 0.0 <= r.slo_attainment <= 1.0
+    assert r.cost_usd == pytest.approx(r.hardware_usd + r.energy_usd)
+
+
+def test_requests_with_nowhere_to_go_are_dropped_not_lost(examples, conv):
+    pools, service = examples
+    w = small(conv, 2)
+    plane = DataPlane(w, service, pools, {}, START)  # nothing ever placed
+    plane.advance(w.duration_s)
+    r = summarise("nothing", plane, 0.0)
+    assert r.finished == 0 and r.dropped == len(w) and r.slo_attainment == 0.0
+    assert r.cost_usd == 0.0
+
+
+def test_a_new_replica_serves_only_after_the_pools_startup_delay(examples, conv):
+    pools, service = examples
+    w = small(conv, 5)
+    plane = DataPlane(w, service, pools, {}, START)
+    plane.apply({"rtx4090": (1, 1)})  # created at t=0, not warm: rtx4090 starts in 90 s
+    startup = next(p for p in pools if p.name == "rtx4090").spec.replica_startup_seconds
+    for t in np.arange(15.0, w.duration_s + 600, 15.0):
+        plane.advance(float(t))
+    first_tokens = w.arrival_s + plane.ledger.ttft_s
+    served = ~np.isnan(plane.ledger.finish_s)
+    assert served.all()
+    assert np.nanmin(first_tokens) >= startup
+    early = w.arrival_s < startup
+    assert early.any() and np.all(w.arrival_s[early] + plane.ledger.ttft_s[early] >= startup)
+
+
+def test_cost_arithmetic_by_hand(conv):
+    pool = AcceleratorPool.model_validate({
+        "apiVersion": "kilowatt.dev/v1alpha1", "kind": "AcceleratorPool", "metadata": {"name": "one"},
+        "spec": {"gpu": {"model": "RTX-4090", "memoryGiB": 24, "memoryBandwidthGBps": 1008, "fp16TFLOPS": 165,
+                         "boardPowerWatts": 450, "idlePowerWatts": 68},
+                 "maxGPUs": 2, "replicaStartupSeconds": 0,
+                 "cost": {"usdPerGPUHour": 0.10, "pue": 1.4, "electricity": {"flatUsdPerKWh": 0.20}}}})
+    _, services = load_objects([EXAMPLES])
+    empty = Workload(np.zeros(0), np.zeros(0), np.zeros(0), 3600.0, "empty")
+    plane = DataPlane(empty, services[0], [pool], {}, START)
+    plane.apply({"one": (2, 1)})  # two idle GPUs for one hour
+    plane.advance(3600.0)
+    a = plane.accounts
+    assert a.hardware_usd == pytest.approx(2 * 0.10)  # 2 GPUs x $0.10/GPU-h x 1 h
+    assert a.energy_kwh == pytest.approx(2 * 68 * 1.4 / 1000)  # 2 x 68 W idle x PUE 1.4 x 1 h, in kWh
+    assert a.energy_usd == pytest.approx(2 * 68 * 1.4 / 1000 * 0.20)  # x $0.20/kWh
+    assert a.gpu_hours == {"one": pytest.approx(2.0)}
+    # A series price overrides the pool's own: the same hour at $0.50/kWh.
+    plane = DataPlane(empty, services[0], [pool], {"one": FlatPrice(0.50)}, START)
+    plane.apply({"one": (1, 1)})
+    plane.advance(1800.0)
+    assert plane.accounts.energy_usd == pytest.approx(68 * 1.4 / 1000 * 0.5 * 0.50)
+
+
+def test_load_draws_more_power_than_idle(examples, conv):
+    pools, service = examples
+    w = small(conv, 10, 2.0)
+    busy = run_policy("static-peak", w, service, pools, {}, {}, START)
+    hours = sum(busy.gpu_hours.values())
+    assert busy.energy_kwh > 0
+    # Average IT power per GPU lies between idle and board power of the GPUs in play (PUE <= 1.4).
+    assert 68 * 1.2 / 1000 <= busy.energy_kwh / hours <= 700 * 1.4 / 1000
+
+
+def test_prices_are_read_in_usd_per_kwh_and_negative_prices_are_clipped():
+    series = read_prices(SHARED_DATA / "grid_price_hourly_2024.csv", "US-TEX-ERCO", START, 86400.0)
+    assert all(-1e-12 <= p < 10 for p in series.prices_usd_per_kwh)
+    raw = read_prices(SHARED_DATA / "grid_price_hourly_2024.csv", "US-CAL-CISO", START, 3600.0, floor_usd_per_kwh=None)
+    # The file says USD/MWh; CAISO at midnight in July is tens of dollars per MWh: cents per kWh.
+    assert 0.005 < raw.usd_per_kwh(START) < 0.5
+    with pytest.raises(TraceError, match="no region 'MARS'"):
+        read_prices(SHARED_DATA / "grid_price_hourly_2024.csv", "MARS", START, 3600.0)
+
+
+def test_a_day_curve_shapes_the_rate_and_the_trace_gives_the_sizes(conv):
+    curve = read_rate_curve(SHARED_DATA / "servegen_m_large_10min.csv")
+    day = shaped(conv, curve, scale=1.0, duration_s=86400.0, seed=1)
+    assert day.duration_s == 86400.0
+    assert len(day) / 86400.0 == pytest.approx(len(conv) / conv.duration_s, rel=0.1)  # the trace's mean rate
+    hourly = day.rate_per_window(3600.0)
+    assert hourly.max() > 1.3 * hourly.min()  # the day's shape survives
+    assert set(np.unique(day.input_tokens)) <= set(np.unique(conv.input_tokens))
+
+
+def test_bad_trace_files_say_what_is_wrong(tmp_path):
+    bad = tmp_path / "t.csv"
+    bad.write_text("time,prompt\n1,2\n")
+    with pytest.raises(TraceError, match="missing column.*timestamp_s"):
+        read_requests(bad)
+    with pytest.raises(TraceError, match="no such file"):
+        read_requests(tmp_path / "missing.csv")
+
+
+def test_the_simulator_reproduces_the_published_measurements():
+    result = fidelity(SHARED_DATA)
+    assert result["runs"] >= 70
+    # Measured (benchmarks/RESULTS.md): throughput 10.9 %, TPOT 21.9 % median error. These bounds catch a
+    # regression; the goals (15 % / 20 %) and the per-configuration errors are reported there.
+    assert result["pooled"]["throughput"] <= 0.15
+    assert result["pooled"]["tpot"] <= 0.25
+    assert result["configs"]["Meta-Llama-3-8B-Instruct on 1×H100-PCIe"]["tpot"] <= 0.15
+
+
+def test_simulate_cli_contract_and_report(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "kilowatt.cli", "simulate", "--duration-hours", "0.1", "--scale", "2",
+                          "--policy", "kilowatt,hpa-h100,lower-bound", "--report", str(tmp_path), "-o", "json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    names = [p["name"] for p in data["policies"]]
+    assert names == ["kilowatt", "hpa-h100", "lower-bound"]
+    keys = {"name", "requests", "costUsd", "hardwareUsd", "energyUsd", "energyKwh", "costPerMillionTokensUsd",
+            "sloAttainment", "ttftP95Ms", "tpotP95Ms", "gpuHours"}
+    for p in data["policies"]:
+        assert keys <= set(p)
+        assert p["requests"] == data["requests"] > 0
+        assert p["costUsd"] > 0 and 0 <= p["sloAttainment"] <= 1
+    assert data["policies"][1]["gpuHours"]["rtx4090"] == 0  # H100-only means H100 only
+    for name in ("report.html", "load-and-replicas.png", "cost-over-time.png", "latency-vs-slo.png",
+                 "policy-comparison.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+
+
+def test_simulate_cli_errors_are_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "kilowatt.cli", "simulate", "--policy", "hpa-a100"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "unknown" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "kilowatt.cli", "simulate", "--prices",
+                          str(SHARED_DATA / "grid_price_hourly_2024.csv")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--region" in out.stderr

@@ -128,7 +128,13 @@ class Decider:
 
     def _learn(self, svc: InferenceService, pools: dict[str, AcceleratorPool], current: dict[str, CurrentPlacement],
                data: ServiceObservation, mix: TokenMix | None) -> None:
-        """Feed observed latency per pool into the online correction (against the uncorrected model)."""
+        """Feed observed latency per pool into the online correction (against the uncorrected model).
+
+        Not while requests queue: latency then measures the backlog (too few replicas), not how fast the GPUs
+        are, and learning it would make every replica look slow long after the backlog is gone."""
+        ready = sum(c.ready for c in current.values())
+        if data.waiting is not None and data.waiting > max(1.0, float(ready)):
+            return
         state = service_state(svc, 0.0, mix)
         for pool_name, latency in data.by_pool.items():
             running = current.get(pool_name)

@@ -1,0 +1,102 @@
+"""Twin scenarios, fidelity and speed, for benchmarks/RESULTS.md.
+
+    python benchmarks/twin_scenarios.py [--only a,b,c,fidelity,speed] [--out benchmarks/results/twin.json]
+
+(a) a small owned RTX 4090 pool (8 GPUs) plus elastic cloud H100s, flat prices, the Azure conversation trace
+    scaled ×8 (one hour);
+(b) the same over a full day shaped by the ServeGen curve (×4), every pool paying ERCOT's hourly wholesale price;
+(c) the Azure code trace (prompts of ~2,048 tokens) scaled ×8, where 24 GB binds.
+Fidelity: the simulator against ../shared/data/vllm_serving_4090_vs_h100pcie.csv. Speed: one million requests
+through the simulator (static placement, then kilowatt's full decision loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "operator"))
+
+from kilowatt.state import load_objects  # noqa: E402
+from kilowatt.twin.fidelity import fidelity  # noqa: E402
+from kilowatt.twin.simulate import run_policy, simulate  # noqa: E402
+from kilowatt.twin.workload import read_prices, read_rate_curve, read_requests, shaped  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+SCENARIO = REPO / "benchmarks" / "scenarios" / "owned-4090-cloud-h100"
+START = datetime(2024, 7, 16, tzinfo=timezone.utc)
+POLICIES = ["kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "lower-bound"]
+
+
+def verdict(policies: list[dict]) -> dict:
+    by = {p["name"]: p for p in policies}
+    kw = by["kilowatt"]
+    others = [p for p in policies if p["name"] not in ("kilowatt", "lower-bound")]
+    reaching = [p for p in others if p["sloAttainment"] >= 0.99]
+    out = {
+        "kilowattSloAttainment": kw["sloAttainment"],
+        "kilowattMeets99": kw["sloAttainment"] >= 0.99,
+        "cheaperThanEveryBaselineAt99": all(kw["costUsd"] < p["costUsd"] for p in reaching),
+        "baselinesAt99": [p["name"] for p in reaching],
+    }
+    if "hpa-h100" in by:
+        out["savingVsHpaH100"] = 1 - kw["costUsd"] / by["hpa-h100"]["costUsd"]
+    if "lower-bound" in by:
+        out["aboveLowerBound"] = kw["costUsd"] / by["lower-bound"]["costUsd"] - 1
+    return out
+
+
+def scenario(name: str, workload, prices: dict) -> dict:
+    pools, services = load_objects([SCENARIO])
+    print(f"scenario {name}: {len(workload):,} requests, {workload.duration_s / 3600:.1f} h", file=sys.stderr)
+    started = time.perf_counter()
+    results = simulate(POLICIES, workload, services[0], pools, prices, {}, START)
+    policies = [r.to_json() for r in results]
+    return {"requests": len(workload), "hours": workload.duration_s / 3600, "wallSeconds": time.perf_counter() - started,
+            "policies": policies, "verdict": verdict(policies)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="fidelity,a,c,speed,b")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "twin.json"))
+    args = parser.parse_args()
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    conv = read_requests(DATA / "azure2023_conv_requests.csv")
+    code = read_requests(DATA / "azure2023_code_requests.csv")
+    for part in args.only.split(","):
+        if part == "fidelity":
+            results["fidelity"] = fidelity(DATA)
+        elif part == "a":
+            results["a"] = scenario("a", shaped(conv, None, 8.0, seed=1), {})
+        elif part == "b":
+            day = shaped(conv, read_rate_curve(DATA / "servegen_m_large_10min.csv"), 4.0, 86400.0, seed=1)
+            series = read_prices(DATA / "grid_price_hourly_2024.csv", "US-TEX-ERCO", START, day.duration_s)
+            pools, _ = load_objects([SCENARIO])
+            results["b"] = scenario("b", day, {p.name: series for p in pools})
+        elif part == "c":
+            results["c"] = scenario("c", shaped(code, None, 8.0, seed=1), {})
+        elif part == "speed":
+            pools, services = load_objects([SCENARIO])
+            million = shaped(conv, None, 8.0, duration_s=1_000_000 / (len(conv) / conv.duration_s * 8.0), seed=2)
+            speed = {"requests": len(million)}
+            for policy in ("static-peak", "kilowatt"):
+                t = time.perf_counter()
+                r = run_policy(policy, million, services[0], pools, {}, {}, START)
+                speed[policy] = {"wallSeconds": time.perf_counter() - t, "finished": r.finished}
+                print(f"speed {policy}: {speed[policy]}", file=sys.stderr)
+            results["speed"] = speed
+        out_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({k: v.get("verdict", v) if isinstance(v, dict) else v for k, v in results.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

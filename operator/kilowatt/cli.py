@@ -50,19 +50,30 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    from kilowatt.planner import plan
-    from kilowatt.state import ManifestError, load_objects, snapshot_from_objects
+def _load_objects(files: list[str]) -> tuple[list, list] | None:
+    """Pools and services from YAML, or None after saying on stderr what is wrong (no traceback)."""
+    from kilowatt.state import ManifestError, load_objects
 
     try:
-        pools, services = load_objects(args.file)
+        pools, services = load_objects(files)
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None
     if not pools or not services:
         print(f"error: found {len(pools)} AcceleratorPool(s) and {len(services)} InferenceService(s) in "
-              f"{', '.join(args.file)}; need at least one of each", file=sys.stderr)
+              f"{', '.join(files)}; need at least one of each", file=sys.stderr)
+        return None
+    return pools, services
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from kilowatt.planner import plan
+    from kilowatt.state import snapshot_from_objects
+
+    loaded = _load_objects(args.file)
+    if loaded is None:
         return 2
+    pools, services = loaded
     demand = _parse_demand(args.demand)
     unknown = sorted(set(demand) - {s.key for s in services})
     if unknown:
@@ -164,17 +175,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from kilowatt.twin.policies import POLICIES
     from kilowatt.twin.simulate import simulate
     from kilowatt.twin.workload import TraceError, read_prices, read_rate_curve, read_requests, shaped
-    from kilowatt.state import ManifestError, load_objects
 
-    try:
-        pools, services = load_objects(args.file)
-    except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    loaded = _load_objects(args.file)
+    if loaded is None:
         return 2
-    if not pools or not services:
-        print(f"error: found {len(pools)} AcceleratorPool(s) and {len(services)} InferenceService(s) in "
-              f"{', '.join(args.file)}; need at least one of each", file=sys.stderr)
-        return 2
+    pools, services = loaded
     if args.service:
         chosen = [s for s in services if s.key == args.service]
         if not chosen:

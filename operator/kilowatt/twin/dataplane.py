@@ -12,10 +12,9 @@ the SLO, at random), or a policy's own router (the Mélange baseline routes by r
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -107,8 +106,6 @@ class DataPlane:
         price = self.prices.get(name)
         state = pool_state(pool, pool.spec.max_gpus or 0)
         if price is not None:
-            from dataclasses import replace
-
             state = replace(state, economics=replace(state.economics, price=price))
         return state
 
@@ -265,7 +262,7 @@ class DataPlane:
         prices = {name: self.pool_state(name).economics.price.usd_per_kwh(at) for name in self.pools}
         power_wall = sum(w * self.pools[p].spec.cost.pue for p, w in self._power_by_pool.items())
         cost_rate = sum(
-            len(rs) and sum(r.gpus for r in rs) * self.pool_state(p).economics.usd_per_gpu_hour for p, rs in
+            sum(r.gpus for r in rs) * self.pool_state(p).economics.usd_per_gpu_hour for p, rs in
             self.replicas.items()) + sum(w * self.pools[p].spec.cost.pue / WATTS_PER_KILOWATT * prices[p]
                                          for p, w in self._power_by_pool.items())
         self.samples.append(Sample(
@@ -329,6 +326,3 @@ def observation(plane: DataPlane, done: np.ndarray, window_s: float, ref: Servic
         slo_attainment=float(np.mean(ok)),
         running=float(running), waiting=float(waiting), by_pool=by_pool)
 
-
-def finite(x: float) -> float | None:
-    return None if x is None or math.isnan(x) or math.isinf(x) else x

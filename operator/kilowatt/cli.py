@@ -171,6 +171,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pick_service(services: list, wanted: str | None, pools: list):
+    """The service a trace drives (``--service`` or the first); None after saying on stderr what is wrong. The
+    twin counts GPUs from maxGPUs (it has no nodes), so every pool needs one."""
+    service = services[0]
+    if wanted:
+        chosen = [s for s in services if s.key == wanted]
+        if not chosen:
+            print(f"error: --service {wanted}: not found; services: {', '.join(s.key for s in services)}",
+                  file=sys.stderr)
+            return None
+        service = chosen[0]
+    unsized = [p.name for p in pools if p.spec.max_gpus is None]
+    if unsized:
+        print(f"error: pool(s) {', '.join(unsized)} have no spec.maxGPUs; the twin has no nodes to count GPUs on: "
+              "set maxGPUs", file=sys.stderr)
+        return None
+    return service
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from kilowatt.twin.policies import POLICIES
     from kilowatt.twin.simulate import simulate
@@ -180,19 +199,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     pools, services = loaded
-    if args.service:
-        chosen = [s for s in services if s.key == args.service]
-        if not chosen:
-            print(f"error: --service {args.service}: not found; services: {', '.join(s.key for s in services)}",
-                  file=sys.stderr)
-            return 2
-        service = chosen[0]
-    else:
-        service = services[0]
-    unsized = [p.name for p in pools if p.spec.max_gpus is None]
-    if unsized:
-        print(f"error: pool(s) {', '.join(unsized)} have no spec.maxGPUs; the twin has no nodes to count GPUs on: "
-              "set maxGPUs", file=sys.stderr)
+    service = _pick_service(services, args.service, pools)
+    if service is None:
         return 2
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     for name in policies:
@@ -246,6 +254,68 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               f"{p['energyKwh']:8.1f} {p['costPerMillionTokensUsd'] or 0:8.4f} {p['sloAttainment']:8.2%} "
               f"{fmt(p['ttftP95Ms']):>9} {fmt(p['tpotP95Ms']):>9}")
     return 0
+
+
+def _parse_duration(text: str) -> float:
+    """'24h', '90m', '3600s' or a number of seconds -> seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise SystemExit(f"--duration {text!r}: expected e.g. 24h, 90m or 600s") from None
+    if seconds <= 0:
+        raise SystemExit(f"--duration {text!r}: must be positive")
+    return seconds
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kilowatt.demo import BASELINES, DemoError, DemoOptions, run_demo
+    from kilowatt.testing.controlplane import ControlPlaneError
+    from kilowatt.twin.workload import TraceError, read_prices, read_rate_curve, read_requests, shaped
+
+    loaded = _load_objects(args.file)
+    if loaded is None:
+        return 2
+    pools, services = loaded
+    service = _pick_service(services, args.service, pools)
+    if service is None:
+        return 2
+    duration = _parse_duration(args.duration)
+    start = _parse_time(args.start)
+    baselines = [b for b in (args.baselines.split(",") if args.baselines else []) if b]
+    unknown = [b for b in baselines if b not in BASELINES and not (b.startswith("hpa-") and b[4:] in
+                                                                     {p.name for p in pools})]
+    if unknown:
+        print(f"error: --baselines {', '.join(unknown)}: unknown; known: {', '.join(BASELINES)}", file=sys.stderr)
+        return 2
+    baselines = [b for b in baselines if not b.startswith("hpa-") or b[4:] in {p.name for p in pools}]
+    try:
+        trace = read_requests(args.trace)
+        curve = read_rate_curve(args.rate_curve) if args.rate_curve else None
+        workload = shaped(trace, curve, args.scale, duration, seed=args.seed)
+        prices = {}
+        if args.prices:
+            if not args.region:
+                print("error: --prices needs --region (e.g. US-TEX-ERCO)", file=sys.stderr)
+                return 2
+            series = read_prices(args.prices, args.region, start, workload.duration_s)
+            prices = {p.name: series for p in pools}
+    except (TraceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    options = DemoOptions(workload=workload, service=service, pools=pools, files=args.file, start=start,
+                          speed=args.speed, period_seconds=args.period_seconds, report=args.report,
+                          tui=not args.no_tui and sys.stdout.isatty(), kubeconfig=args.kubeconfig,
+                          baselines=tuple(baselines), seed=args.seed, prices=prices)
+    try:
+        outcome = run_demo(options)
+    except (DemoError, ControlPlaneError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(outcome.summary, indent=2))
+    return 130 if outcome.interrupted else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -350,6 +420,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("demo", help="the operator against an embedded API server, the twin as its cluster")
+    p.add_argument("--trace", default=str(data_dir / "azure2023_conv_requests.csv"),
+                   help="per-request CSV: timestamp_s,input_tokens,output_tokens")
+    p.add_argument("--rate-curve", default=str(data_dir / "servegen_m_large_10min.csv"),
+                   help="the day's shape: CSV window_start_s,requests_per_s,... or a Prometheus query_range JSON")
+    p.add_argument("--scale", type=float, default=3.0, help="multiply the request rate (default 3: ~17 req/s mean)")
+    p.add_argument("--duration", default="24h", help="simulated time, e.g. 24h, 90m (default a day)")
+    p.add_argument("--speed", type=float, default=500.0,
+                   help="simulated seconds per real second (default 500: a day in about 3 minutes; 0: flat out)")
+    p.add_argument("--period-seconds", type=float, default=60.0, help="the operator's control period (simulated)")
+    p.add_argument("-f", "--file", action="append", help=f"YAML file or directory (default {default_examples})")
+    p.add_argument("--service", help="NAMESPACE/NAME the trace drives (default: the first service)")
+    p.add_argument("--prices", help="hourly prices CSV datetime_utc,region,price_usd_per_mwh (every pool pays it)")
+    p.add_argument("--region", help="region in --prices, e.g. US-TEX-ERCO")
+    p.add_argument("--start", default="2024-07-16T00:00:00-07:00",
+                   help="simulated start (ISO 8601; default midnight in California, so the day crosses the "
+                        "RTX 4090 pool's evening tariff peak)")
+    p.add_argument("--baselines", default=",".join(("hpa-h100", "hpa-rtx4090", "static-peak", "melange",
+                                                    "lower-bound")),
+                   help="twin baselines run on the same requests at the end ('' for none)")
+    p.add_argument("--report", default="kilowatt-demo-report", help="directory for the plots and report.html")
+    p.add_argument("--no-tui", action="store_true", help="plain log lines instead of the live view")
+    p.add_argument("--kubeconfig", help="use this API server instead of starting the embedded one")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="json: the summary at the end")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("validate", help="check YAML objects against the API, including cross-field rules")
     p.add_argument("-f", "--file", action="append", required=True)
     p.set_defaults(func=cmd_validate)
@@ -358,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "file", None) is None and args.command in ("plan", "simulate"):
+    if getattr(args, "file", None) is None and args.command in ("plan", "simulate", "demo"):
         args.file = [str(REPO_ROOT / "manifests/examples")]
     return args.func(args)
 

@@ -15,7 +15,7 @@ from kubernetes import client, config
 
 from kilowatt.api.v1alpha1 import ScalingMode
 from kilowatt.controller import handlers
-from kilowatt.controller.loop import ControlLoop, LoopConfig
+from kilowatt.controller.loop import Clock, ControlLoop, LoopConfig
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.prometheus import PrometheusSource
 
@@ -36,6 +36,7 @@ class RunOptions:
     planner_budget_seconds: float = 0.8
     queries_json: str = ""
     peering_lifetime_seconds: int = 60
+    poll_seconds: float = 0.5
 
 
 def kube_clients(kubeconfig: str | None = None) -> tuple[client.CoreV1Api, client.AppsV1Api, client.CustomObjectsApi]:
@@ -50,13 +51,13 @@ def kube_clients(kubeconfig: str | None = None) -> tuple[client.CoreV1Api, clien
     return client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
 
 
-def build_loop(options: RunOptions, kubeconfig: str | None = None, source=None) -> ControlLoop:
+def build_loop(options: RunOptions, kubeconfig: str | None = None, source=None, clock: Clock | None = None) -> ControlLoop:
     queries = json.loads(options.queries_json) if options.queries_json.strip() else {}
     source = source or PrometheusSource(options.prometheus_url, options.prometheus_timeout_seconds, queries or None)
     core, apps, custom = kube_clients(kubeconfig)
     loop_config = LoopConfig(options.period_seconds, options.default_mode, options.planner_budget_seconds,
-                             options.namespaces)
-    return ControlLoop(core, apps, custom, source, loop_config, Telemetry())
+                             options.namespaces, options.poll_seconds)
+    return ControlLoop(core, apps, custom, source, loop_config, Telemetry(), clock)
 
 
 async def serve(options: RunOptions, loop: ControlLoop, stop_flag: asyncio.Event | threading.Event | None = None,

@@ -94,4 +94,4 @@ async def control_loop(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -
         async with memo.lock:
             if memo.loop.due():
                 await asyncio.to_thread(memo.loop.run_if_due)
-        await stopped.wait(0.5)
+        await stopped.wait(memo.loop.config.poll_seconds)

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from kilowatt.api.v1alpha1 import GROUP, VERSION, AcceleratorPool, InferenceService, ScalingMode
 from kilowatt.controller.actuator import Actuator, deployment_manifest
@@ -39,6 +39,23 @@ class LoopConfig:
     default_mode: ScalingMode = ScalingMode.ACTIVE
     planner_budget_seconds: float = 0.8
     namespaces: tuple[str, ...] = ()  # empty: all
+    poll_seconds: float = 0.5  # how often the kopf daemon asks whether a period is due
+
+
+class Clock(Protocol):
+    """Where the loop reads the time: wall time in a cluster, simulated time in ``kilowatt demo``."""
+
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 @dataclass
@@ -56,8 +73,9 @@ class PeriodReport:
 
 class ControlLoop:
     def __init__(self, core: Any, apps: Any, custom: Any, source: MetricSource, config: LoopConfig | None = None,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, clock: Clock | None = None) -> None:
         self.core, self.apps, self.custom = core, apps, custom
+        self.clock = clock or SystemClock()
         self.source = source
         self.config = config or LoopConfig()
         self.telemetry = telemetry or Telemetry()
@@ -79,7 +97,7 @@ class ControlLoop:
 
     # -- scheduling -------------------------------------------------------------------------------------------------
     def due(self) -> bool:
-        return time.monotonic() - self._last_run >= self.config.period_seconds * 0.95
+        return self.clock.monotonic() - self._last_run >= self.config.period_seconds * 0.95
 
     def request_run(self) -> None:
         """Run at the next opportunity (a spec changed), not at the end of the period."""
@@ -88,7 +106,7 @@ class ControlLoop:
     def run_if_due(self, now: datetime | None = None) -> PeriodReport | None:
         if not self.due():
             return None
-        self._last_run = time.monotonic()
+        self._last_run = self.clock.monotonic()
         report = self.run_once(now)
         self.periods_run += 1
         self.telemetry.mark_period()
@@ -98,8 +116,8 @@ class ControlLoop:
 
     # -- one period ---------------------------------------------------------------------------------------------
     def run_once(self, now: datetime | None = None) -> PeriodReport:
-        now = now or datetime.now(timezone.utc)
-        clock = time.monotonic()
+        now = now or self.clock.now()
+        clock = self.clock.monotonic()
         started = time.perf_counter()
         try:
             report = self._period(now, clock)

@@ -101,16 +101,18 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
 
 def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int = 0) -> PolicyResult:
     ledger, w, slo = plane.ledger, plane.workload, plane.service.spec.slo
-    finished = ~np.isnan(ledger.finish_s)
-    has_tpot = ~np.isnan(ledger.tpot_s)
-    ttft_ok = ledger.ttft_s <= slo.ttft_milliseconds / 1000.0
-    tpot_ok = ~has_tpot | (ledger.tpot_s <= slo.tpot_milliseconds / 1000.0)
+    n = len(w)  # the ledger may be longer: a run cut short (the demo's Ctrl-C) summarises its first n requests
+    finish_s, ttft_s, tpot_s = ledger.finish_s[:n], ledger.ttft_s[:n], ledger.tpot_s[:n]
+    finished = ~np.isnan(finish_s)
+    has_tpot = ~np.isnan(tpot_s)
+    ttft_ok = ttft_s <= slo.ttft_milliseconds / 1000.0
+    tpot_ok = ~has_tpot | (tpot_s <= slo.tpot_milliseconds / 1000.0)
     ok = finished & ttft_ok & tpot_ok
     a = plane.accounts
     tokens = float(np.sum(w.input_tokens[finished]) + np.sum(w.output_tokens[finished]))
     # Percentiles over all requests: an unserved one counts as infinitely late.
-    ttft_all = np.where(finished, ledger.ttft_s, np.inf)
-    tpot_all = np.where(finished, np.where(has_tpot, ledger.tpot_s, 0.0), np.inf)
+    ttft_all = np.where(finished, ttft_s, np.inf)
+    tpot_all = np.where(finished, np.where(has_tpot, tpot_s, 0.0), np.inf)
     def p(x: np.ndarray) -> float | None:
         """The p95, or None when it is infinite (over 5 % of the requests were never served)."""
         if not len(x) or np.isfinite(x).mean() < 0.95:

@@ -322,7 +322,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from kilowatt.api.v1alpha1 import ScalingMode
-    from kilowatt.runner import RunOptions, run
+    from kilowatt.runner import RunOptions, StartupError, run
 
     os.environ["KILOWATT_LOG_LEVEL"] = args.log_level
     options = RunOptions(
@@ -336,6 +336,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run(options)
     except KeyboardInterrupt:
         return 0
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - one or two lines a newcomer can act on, not a traceback
         from kubernetes.config import ConfigException
 

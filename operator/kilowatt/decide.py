@@ -153,18 +153,30 @@ class Decider:
         policy = ScalingPolicy(scaling.scale_up_stabilization_seconds, scaling.scale_down_stabilization_seconds,
                                scaling.max_scale_up_step, scaling.max_scale_down_step)
         state = service_state(svc, 0.0, observed_mix(data) if data else None)
-        capacity = {}
-        for pool_name in set(recommended) | set(current):
-            if pool_name in pool_states:
-                k = tp.get(pool_name) or (current[pool_name].tensor_parallel if pool_name in current else 1)
-                capacity[pool_name] = replica_capacity(state, pool_states[pool_name], k)[0]
-        now_replicas = {p: PoolReplicas(c.replicas, c.ready, capacity.get(p, 0.0)) for p, c in current.items()}
+        # The stabiliser counts GPUs, not replicas: a change of tensor-parallel degree (3 replicas of 4 GPUs for
+        # 6 of 2) is then a change of capacity it can bound and hold, and a held count never asks a pool for
+        # more GPUs than the replicas it replaces used.
+        degree = {p: tp.get(p) or (current[p].tensor_parallel if p in current else 1)
+                  for p in set(recommended) | set(current)}
+        now_gpus = {}
+        for p, c in current.items():
+            k = c.tensor_parallel
+            per_replica = replica_capacity(state, pool_states[p], k)[0] if p in pool_states else 0.0
+            now_gpus[p] = PoolReplicas(c.replicas * k, c.ready * k, per_replica / k)
         observed_rps = data.requests_per_second if data else 0.0
-        step = self.stabiliser.step(svc.key, recommended, now_replicas, observed_rps, clock_seconds, policy)
-        desired = {p: n for p, n in step.replicas.items() if p in pools}
+        step = self.stabiliser.step(svc.key, {p: n * degree[p] for p, n in recommended.items()}, now_gpus,
+                                    observed_rps, clock_seconds, policy, units=degree)
+        desired = {}
+        for p, gpus in step.replicas.items():
+            if p not in pools:
+                continue
+            n = -(-gpus // degree[p])  # whole replicas of the new degree covering the GPUs held
+            if p in pool_states:
+                n = min(n, max(pool_states[p].gpus_max // degree[p], recommended.get(p, 0)))
+            desired[p] = n
         tp = dict(tp)
         for p in desired:
-            tp.setdefault(p, current[p].tensor_parallel if p in current else 1)
+            tp.setdefault(p, degree[p])
         changed = any(desired.get(p, 0) != (current[p].replicas if p in current else 0) for p in desired) or any(
             tp.get(p) != c.tensor_parallel and desired.get(p, 0) > 0 for p, c in current.items())
         if step.notes:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 from dataclasses import dataclass
 
@@ -79,9 +80,84 @@ async def serve(options: RunOptions, loop: ControlLoop, stop_flag: asyncio.Event
         await runner.cleanup()
 
 
+class StartupError(RuntimeError):
+    """What stops the operator before it starts, in a line or two a newcomer can act on."""
+
+
+def preflight(options: RunOptions, kubeconfig: str | None = None) -> list[str]:
+    """Check what a newcomer most often gets wrong before kopf starts: a cluster configured and reachable, the
+    CRDs installed and listable. Raises StartupError for those; returns warnings for what the operator survives
+    (Prometheus not answering, a pool no node matches)."""
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from kilowatt.api.v1alpha1 import GROUP, VERSION
+
+    try:
+        core, _, custom = kube_clients(kubeconfig)
+    except config.ConfigException as exc:
+        raise StartupError("no Kubernetes cluster configured: set KUBECONFIG (or create ~/.kube/config), or run "
+                           f"inside a cluster with the Helm chart ({exc})") from None
+    host = core.api_client.configuration.host
+    try:
+        client.VersionApi(core.api_client).get_code(_request_timeout=5)
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise StartupError(f"the API server at {host} refused kilowatt's credentials ({exc.status} {exc.reason}): "
+                               "check the user in KUBECONFIG, or the ServiceAccount the chart creates") from None
+        raise StartupError(f"the API server at {host} answered {exc.status} {exc.reason}") from None
+    except (HTTPError, OSError) as exc:
+        found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        reason = found.group(1) if found else (getattr(exc, "reason", None) or exc)
+        raise StartupError(f"cannot reach the Kubernetes API server at {host} ({reason}); is the cluster running? "
+                           "`kubectl cluster-info` should answer with the same KUBECONFIG") from None
+    for plural in ("acceleratorpools", "inferenceservices"):
+        try:
+            custom.list_cluster_custom_object(GROUP, VERSION, plural, limit=1, _request_timeout=10)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise StartupError(f"the kilowatt CRDs are not installed in {host} (no {plural}.{GROUP}): "
+                                   "kubectl apply -f crds/ — or install with helm, which installs them") from None
+            if exc.status == 403 and not options.namespaces:
+                raise StartupError(f"not allowed to list {plural}.{GROUP} cluster-wide: the operator's RBAC is "
+                                   "missing; install with the Helm chart or manifests/install.yaml") from None
+            if exc.status != 403:
+                raise
+    warnings = []
+    try:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{options.prometheus_url.rstrip('/')}/api/v1/query?query=vector(1)",
+                                    timeout=options.prometheus_timeout_seconds):
+            pass
+    except Exception as exc:  # noqa: BLE001 - any failure: the operator holds placements until it answers
+        warnings.append(f"Prometheus at {options.prometheus_url} does not answer ({getattr(exc, 'reason', exc)}): "
+                        "kilowatt holds every placement (scales nothing down) until it does; set --prometheus-url "
+                        "or KILOWATT_PROMETHEUS_URL")
+    try:
+        pools = custom.list_cluster_custom_object(GROUP, VERSION, "acceleratorpools")["items"]
+        labels = [n.metadata.labels or {} for n in core.list_node().items]
+    except ApiException:
+        pools, labels = [], []  # RBAC without node access: the control loop reports what it can
+    for pool in pools:
+        selector = (pool.get("spec") or {}).get("nodeSelector") or {}
+        if not any(all(lab.get(k) == v for k, v in selector.items()) for lab in labels):
+            warnings.append(f"pool {pool['metadata']['name']}: no node matches nodeSelector {selector}; label the "
+                            "GPU nodes (kubectl label node NODE key=value) or fix spec.nodeSelector")
+    return warnings
+
+
 def run(options: RunOptions) -> int:
     logging.basicConfig(level=os.environ.get("KILOWATT_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    retries = logging.getLogger("urllib3.connectionpool")
+    level, retries.level = retries.level, logging.ERROR  # its retry chatter says nothing the error does not
+    try:
+        found = preflight(options)
+    finally:
+        retries.setLevel(level)
+    for warning in found:
+        log.warning(warning)
     loop = build_loop(options)
     log.info("kilowatt operator: Prometheus %s, period %ss, namespaces %s, default mode %s, metrics on :%d",
              options.prometheus_url, options.period_seconds, ", ".join(options.namespaces) or "all",

@@ -248,7 +248,8 @@ class ControlLoop:
         wanted = sum(x["desiredReplicas"] for x in placement)
         cost = self._cost(svc, desired, tp, data, pools, pool_states, now)
         summary = " ".join(
-            f"{n}×{pools[p].spec.gpu.model}" for p, n in sorted(desired.items()) if n > 0 and p in pools) or "0"
+            f"{n}×{pools[p].spec.gpu.model}" + (f"(tp{tp[p]})" if tp.get(p, 1) > 1 else "")
+            for p, n in sorted(desired.items()) if n > 0 and p in pools) or "0"
         slo_met = None
         if data is not None and data.ttft_p_seconds is not None and data.tpot_p_seconds is not None:
             slo_met = (data.ttft_p_seconds <= svc.spec.slo.ttft_milliseconds / 1000
@@ -407,6 +408,9 @@ class ControlLoop:
                                        f"no node matches nodeSelector {pool.spec.node_selector}; label the GPU nodes "
                                        "or fix spec.nodeSelector")
             status["conditions"] = conditions
+            if not nodes and _condition_message(previous, "Ready") != _condition_message(status, "Ready"):
+                log.warning("pool %s: no node matches nodeSelector %s; label the GPU nodes or fix spec.nodeSelector",
+                            name, pool.spec.node_selector)
             if {k: v for k, v in previous.items() if k != "conditions"} == {k: v for k, v in status.items()
                                                                             if k != "conditions"} \
                     and _conditions_same(previous.get("conditions"), conditions):

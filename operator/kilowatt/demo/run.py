@@ -289,6 +289,7 @@ class Demo:
             apps = client.AppsV1Api(api)
             self._start_operator(kubeconfig)
             self.view = LiveView(header, self.out) if o.tui else PlainView(header, self.out)
+            _log_to(self.view)
             self._say(f"serving {len(o.workload):,} requests ({o.workload.label}) over "
                       f"{o.workload.duration_s / 3600:.1f} simulated hours, control period {o.period_seconds:g}s, "
                       f"speed {'as fast as possible' if o.speed <= 0 else f'{o.speed:g}x'}")
@@ -395,6 +396,20 @@ class Demo:
                 f"{b.slo_attainment:.2%}")
 
 
+def _log_to(view: View) -> None:
+    """Warnings from the operator and kopf go through the view (above the live panel, or as plain lines)."""
+    class ToView(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                view.say(f"{record.levelname.lower()}: {record.name}: {record.getMessage()}")
+            except Exception:  # noqa: BLE001 - logging must never stop the demo
+                pass
+
+    root = logging.getLogger()
+    root.handlers = [ToView(level=logging.WARNING)]
+    root.setLevel(logging.WARNING)
+
+
 def _head(w: Workload, n: int, duration_s: float) -> Workload:
     if n >= len(w) and duration_s >= w.duration_s:
         return w
@@ -404,6 +419,7 @@ def _head(w: Workload, n: int, duration_s: float) -> Workload:
 def run_demo(options: DemoOptions, out=None) -> DemoOutcome:
     """Run the demo; raises DemoError or ControlPlaneError with a message for the user."""
     logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("kopf._core.reactor.running").setLevel(logging.ERROR)  # "OS signals are ignored": expected
     return Demo(options, out).run()
 
 

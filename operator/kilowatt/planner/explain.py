@@ -33,7 +33,9 @@ def reason_for(
     alts: list[tuple[str, float]],
     binding: str | None,
 ) -> tuple[str, Alternative | None]:
-    summary = " ".join(f"{p.replicas}×{p.gpu_model}" for p in placement) or "no replicas"
+    # "3×RTX-4090(tp4)": three replicas of four GPUs each, as the alternatives are written.
+    summary = " ".join(f"{p.replicas}×{p.gpu_model}" + (f"(tp{p.tensor_parallel})" if p.tensor_parallel > 1 else "")
+                       for p in placement) or "no replicas"
     slo = f"TTFT {service.ttft_seconds * 1000:g} ms / TPOT {service.tpot_seconds * 1000:g} ms at p{service.percentile:g}"
     chosen = {f"{p.replicas}×{p.gpu_model}" + (f"(tp{p.tensor_parallel})" if p.tensor_parallel > 1 else "")
               + f" on {p.pool}" for p in placement}

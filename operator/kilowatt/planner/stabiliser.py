@@ -51,8 +51,13 @@ class Stabiliser:
         demand_rps: float,
         now_seconds: float,
         policy: ScalingPolicy,
+        units: dict[str, int] | None = None,
     ) -> Step:
+        """``units``: when counts are GPUs rather than replicas, the GPUs of one replica per pool; the step
+        bounds (in replicas) are scaled by it and the notes say GPUs."""
         history = self._history[service]
+        unit = lambda p: (units or {}).get(p, 1)  # noqa: E731
+        what = " GPUs" if units else ""
         history.append((now_seconds, dict(recommended)))
         horizon = max(policy.scale_up_window_seconds, policy.scale_down_window_seconds)
         while history and history[0][0] < now_seconds - horizon:
@@ -67,17 +72,17 @@ class Stabiliser:
             if want > now:
                 window = [r.get(pool, 0) for t, r in history if t >= now_seconds - policy.scale_up_window_seconds]
                 target = max(now, min(window) if window else want)
-                out[pool] = min(target, now + policy.max_scale_up_step)
+                out[pool] = min(target, now + policy.max_scale_up_step * unit(pool))
                 if out[pool] < want:
-                    notes.append(f"{pool}: up {now}→{out[pool]} of {want} (step or window bound)")
+                    notes.append(f"{pool}: up {now}→{out[pool]} of {want}{what} (step or window bound)")
             elif want < now:
                 window = [r.get(pool, 0) for t, r in history if t >= now_seconds - policy.scale_down_window_seconds]
                 # Only a recommendation that has held for the whole window counts: history must reach back.
                 covered = history[0][0] <= now_seconds - policy.scale_down_window_seconds
                 target = max(window) if covered else now
-                out[pool] = max(min(now, target), now - policy.max_scale_down_step)
+                out[pool] = max(min(now, target), now - policy.max_scale_down_step * unit(pool))
                 if out[pool] > want:
-                    notes.append(f"{pool}: down {now}→{out[pool]} of {want} (waiting out the "
+                    notes.append(f"{pool}: down {now}→{out[pool]} of {want}{what} (waiting out the "
                                  f"{policy.scale_down_window_seconds:g}s window or step bound)")
             else:
                 out[pool] = now
@@ -92,8 +97,8 @@ class Stabiliser:
                 continue
             held = out[pool]
             while held < c.desired and ready_capacity({**out, pool: held}) < demand_rps:
-                held += 1
+                held = min(c.desired, held + unit(pool))
             if held > out[pool]:
-                notes.append(f"{pool}: holding {held} (not {out[pool]}) until new replicas are ready")
+                notes.append(f"{pool}: holding {held}{what} (not {out[pool]}) until new replicas are ready")
                 out[pool] = held
         return Step(out, tuple(notes))

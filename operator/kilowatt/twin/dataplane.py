@@ -146,6 +146,8 @@ class DataPlane:
                     else:
                         self._charge(r, self.now)
                 alive.clear()
+            # Replicas beyond the pool's GPUs would stay Pending: they neither serve nor cost.
+            count = min(count, self.pool_state(pool).gpus_max // max(tp, 1))
             if count > len(alive):
                 times = self.engine(pool, tp)[0]
                 for _ in range(count - len(alive)):

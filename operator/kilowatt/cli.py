@@ -41,12 +41,17 @@ def _parse_time(text: str | None) -> datetime:
 def cmd_crds(args: argparse.Namespace) -> int:
     from kilowatt.api.crd import render
 
+    from kilowatt.api.reference import render as render_reference
+
     targets = [Path(d) for d in (args.out or [REPO_ROOT / "crds", REPO_ROOT / "charts/kilowatt/crds"])]
     for target in targets:
         target.mkdir(parents=True, exist_ok=True)
         for name, text in render().items():
             (target / name).write_text(text, encoding="utf-8")
             print(f"wrote {target / name}")
+    reference = Path(args.reference)
+    reference.write_text(render_reference(), encoding="utf-8")
+    print(f"wrote {reference}")
     return 0
 
 
@@ -356,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crds", help="generate the CRDs from the API models")
     p.add_argument("--out", action="append", help="directory to write (repeatable); default crds/ and the chart's")
+    p.add_argument("--reference", default=str(REPO_ROOT / "docs/api-reference.md"),
+                   help="where to write the API reference generated from the same models")
     p.set_defaults(func=cmd_crds)
 
     default_examples = str(REPO_ROOT / "manifests/examples")

@@ -66,3 +66,20 @@ def test_schema_carries_validation_and_descriptions():
     assert spec["properties"]["scaling"]["properties"]["mode"]["enum"] == ["Active", "Advisory", "Off"]
     assert spec["properties"]["template"]["x-kubernetes-preserve-unknown-fields"] is True
     assert spec["properties"]["scaling"]["default"] == {}  # lets the API server fill in nested defaults
+
+
+def test_committed_api_reference_matches_the_models():
+    from kilowatt.api.reference import render as render_reference
+
+    committed = (REPO / "docs/api-reference.md").read_text()
+    assert committed == render_reference(), "docs/api-reference.md is stale: run `kilowatt crds`"
+
+
+def test_api_reference_names_every_field_with_its_bounds():
+    from kilowatt.api.reference import render as render_reference
+
+    text = render_reference()
+    for row in ("| `spec.slo.ttftMilliseconds` | number | yes |  | > 0, ≤ 3,600,000 |",
+                "| `spec.cost.pue` | number |  | `1.0` | ≥ 1, ≤ 5 |",
+                "| `spec.scaling.mode` | `Active` \\| `Advisory` \\| `Off` |  | `\"Active\"` |"):
+        assert row in text

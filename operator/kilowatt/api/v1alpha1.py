@@ -324,8 +324,11 @@ class Scaling(_Model):
         default=ScalingMode.ACTIVE,
         description="Active: place replicas. Advisory: compute and report only. Off: leave Deployments alone.",
     )
-    scale_up_stabilization_seconds: float = Field(default=0, ge=0, le=86400)
-    scale_down_stabilization_seconds: float = Field(default=300, ge=0, le=86400)
+    scale_up_stabilization_seconds: float = Field(
+        default=0, ge=0, le=86400, description="A scale-up goes to the lowest recommendation of this window.")
+    scale_down_stabilization_seconds: float = Field(
+        default=300, ge=0, le=86400,
+        description="A scale-down goes to the highest recommendation of this window: a dip must last it whole.")
     max_scale_up_step: int = Field(default=8, ge=1, le=10000, description="Most replicas added per pool per step.")
     max_scale_down_step: int = Field(default=1, ge=1, le=10000, description="Most replicas removed per pool per step.")
     burst_headroom: float = Field(
@@ -379,13 +382,13 @@ class InferenceServiceStatus(_Model):
 
     placement: list[PoolPlacement] = Field(default_factory=list)
     placement_summary: str | None = Field(default=None, description="e.g. 3×RTX-4090 1×H100")
-    desired_replicas: int | None = None
-    ready_replicas: int | None = None
-    observed: ObservedLoad | None = None
+    desired_replicas: int | None = Field(default=None, description="Replicas kilowatt wants, all pools.")
+    ready_replicas: int | None = Field(default=None, description="Replicas serving, all pools.")
+    observed: ObservedLoad | None = Field(default=None, description="Load and latency over the last window.")
     slo_attainment: float | None = Field(default=None, description="Fraction of recent requests within the SLO.")
     slo_met: str | None = Field(default=None, description="True, False or Unknown.")
-    cost_per_hour_usd: float | None = None
-    power_watts: float | None = None
+    cost_per_hour_usd: float | None = Field(default=None, description="Hardware plus energy now, USD per hour.")
+    power_watts: float | None = Field(default=None, description="Power at the wall now (PUE included), watts.")
     last_decision: Decision | None = None
     conditions: list[dict[str, Any]] = Field(default_factory=list)
     observed_generation: int | None = None

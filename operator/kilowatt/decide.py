@@ -170,6 +170,13 @@ class Decider:
         for p, gpus in step.replicas.items():
             if p not in pools:
                 continue
+            if p in current and degree[p] != current[p].tensor_parallel and \
+                    gpus > recommended.get(p, 0) * degree[p]:
+                # A scale-down is being held here: keep the replicas as they are rather than rebuild them at a
+                # new degree for a plan that has not yet held for the window.
+                desired[p], degree[p] = current[p].replicas, current[p].tensor_parallel
+                tp[p] = degree[p]
+                continue
             n = -(-gpus // degree[p])  # whole replicas of the new degree covering the GPUs held
             if p in pool_states:
                 n = min(n, max(pool_states[p].gpus_max // degree[p], recommended.get(p, 0)))

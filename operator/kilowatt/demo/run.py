@@ -391,8 +391,9 @@ class Demo:
             if b.name == "lower-bound" or b.cost_usd <= 0:
                 continue
             saved = 1 - result.cost_usd / b.cost_usd
-            say(f"  against {b.name}: {saved:+.0%} cost ({'saves' if saved > 0 else 'costs'} "
-                f"${abs(b.cost_usd - result.cost_usd):.2f}), SLO {result.slo_attainment:.2%} vs "
+            verdict = (f"{saved:.0%} cheaper (saves ${b.cost_usd - result.cost_usd:.2f})" if saved >= 0 else
+                       f"{-saved:.0%} dearer (costs ${result.cost_usd - b.cost_usd:.2f} more)")
+            say(f"  against {b.name}: {verdict}; requests within the SLO {result.slo_attainment:.2%} vs "
                 f"{b.slo_attainment:.2%}")
 
 

@@ -40,7 +40,8 @@ class Sample:
 
     t_s: float
     arrivals_rps: float
-    replicas: dict[str, int]  # pool -> replicas that exist (starting and draining included)
+    replicas: dict[str, int]  # pool -> replicas that exist (starting included)
+    gpus: dict[str, int]  # pool -> GPUs those replicas hold
     serving: dict[str, int]  # pool -> replicas serving
     cost_usd_per_hour: float
     power_watts: float  # at the wall
@@ -269,6 +270,7 @@ class DataPlane:
                                          for p, w in self._power_by_pool.items())
         self.samples.append(Sample(
             t1, arrived / dt, {p: len(rs) for p, rs in self.replicas.items()},
+            {p: sum(r.gpus for r in rs) for p, rs in self.replicas.items()},
             {p: sum(1 for r in rs if r.ready_at <= t1) for p, rs in self.replicas.items()}, cost_rate, power_wall,
             prices, float(np.percentile(ttft, 95)) if len(ttft) else None,
             float(np.percentile(tpot, 95)) if len(tpot) else None))

@@ -32,16 +32,16 @@ def write_report(directory: str | Path, results: list[PolicyResult], title: str,
     hours = _hours(focus)
     pools = sorted({p for s in focus.samples for p in s.replicas})
     if pools:  # a run stopped before its first period has nothing to draw
-        ax.stackplot(hours, *[[s.replicas.get(p, 0) for s in focus.samples] for p in pools], labels=pools,
+        ax.stackplot(hours, *[[s.gpus.get(p, 0) for s in focus.samples] for p in pools], labels=pools,
                      alpha=0.6, step="post")
-    ax.set_ylabel("replicas")
+    ax.set_ylabel("GPUs held (replicas × tensor-parallel degree)")
     ax.set_xlabel("hours")
     ax2 = ax.twinx()
     ax2.plot(hours, [s.arrivals_rps for s in focus.samples], color="black", linewidth=0.8, label="load")
     ax2.set_ylabel("requests / s")
     if pools:
         ax.legend(loc="upper left")
-    ax.set_title(f"{focus.name}: load and replicas per pool")
+    ax.set_title(f"{focus.name}: load and GPUs per pool")
     figures.append(("load-and-replicas.png", _save(fig, out / "load-and-replicas.png")))
 
     fig, ax = plt.subplots(figsize=(10, 4))

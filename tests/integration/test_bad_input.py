@@ -1,0 +1,177 @@
+"""Hostile specs, generated (hypothesis), applied to the real API server, then one control period of the operator:
+each is refused with a 422 naming the field, or accepted and either planned or reported in its status by field —
+never an operator error, never an effect on a well-formed service beside them."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from kilowatt.controller.loop import ControlLoop, LoopConfig
+from kilowatt.metrics.static import StaticSource
+
+from tests.integration.operator_harness import make_gpu_node
+from tests.paths import EXAMPLES
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "hostile"
+SERVICE = yaml.safe_load((EXAMPLES / "llama3-8b.yaml").read_text())
+POOL = yaml.safe_load((EXAMPLES / "pool-rtx4090.yaml").read_text())
+
+HOSTILE_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.text(max_size=40), st.just("💥" * 300), st.just("\u202e" + "x" * 10_000), st.just([]), st.just({}),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+SERVICE_PATHS = [
+    ("model", "parametersBillion"), ("model", "name"), ("model", "dtype"), ("model", "maxContextTokens"),
+    ("model", "layers"), ("slo", "ttftMilliseconds"), ("slo", "tpotMilliseconds"), ("slo", "percentile"),
+    ("replicas", "min"), ("replicas", "max"), ("scaling", "mode"), ("scaling", "burstHeadroom"),
+    ("scaling", "maxScaleDownStep"), ("pools",), ("profiles",), ("template",), ("slo",), ("model",),
+]
+POOL_PATHS = [
+    ("gpu", "memoryGiB"), ("gpu", "model"), ("gpu", "memoryBandwidthGBps"), ("gpu", "boardPowerWatts"),
+    ("gpusPerNode",), ("maxGPUs",), ("cost", "usdPerGPUHour"), ("cost", "pue"), ("cost", "electricity"),
+    ("replicaStartupSeconds",), ("nodeSelector",), ("tolerations",),
+]
+# Cross-field and reference problems the schema cannot see on Kubernetes 1.20 (no CEL): the operator must.
+SEMANTIC = [
+    ("service", lambda s: s["replicas"].update(min=9, max=2)),
+    ("service", lambda s: s.update(pools=["no-such-pool"])),
+    ("service", lambda s: s.update(profiles=[{"pool": "no-such-pool", "maxRequestsPerSecond": 3}])),
+    ("service", lambda s: s.update(pools=[])),
+    ("pool", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "America/Los_Angeles", "periods": [
+        {"start": "00:00", "end": "08:00", "usdPerKWh": 0.1}, {"start": "12:00", "end": "24:00", "usdPerKWh": 0.3}]}})),
+    ("pool", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "Mars/Olympus_Mons", "periods": [
+        {"start": "00:00", "end": "24:00", "usdPerKWh": 0.1}]}})),
+    ("pool", lambda s: s["cost"].update(electricity={"flatUsdPerKWh": 0.1, "timeOfUse": {
+        "timeZone": "UTC", "periods": [{"start": "00:00", "end": "24:00", "usdPerKWh": 0.1}]}})),
+    ("pool", lambda s: s["cost"].update(electricity={})),
+]
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def apis(api, crds):
+    api_client, _ = api
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    canary_pool = copy.deepcopy(POOL)
+    canary_pool["metadata"]["name"] = "hostile-canary-pool"
+    canary_pool["spec"]["maxGPUs"] = 8
+    canary_pool["spec"]["nodeSelector"] = {"kilowatt.dev/gpu": "hostile-canary"}
+    try:
+        make_gpu_node(core, "hostile-canary-node", "hostile-canary", 8)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    custom.create_cluster_custom_object("kilowatt.dev", "v1alpha1", "acceleratorpools", canary_pool)
+    canary = copy.deepcopy(SERVICE)
+    canary["metadata"] = {"name": "canary", "namespace": NAMESPACE}
+    canary["spec"]["pools"] = ["hostile-canary-pool"]
+    custom.create_namespaced_custom_object("kilowatt.dev", "v1alpha1", NAMESPACE, "inferenceservices", canary)
+    accepted: list[tuple[str, str]] = []
+    yield core, client.AppsV1Api(api_client), custom, accepted
+    core.delete_node("hostile-canary-node")
+    for kind, name in accepted + [("pool", "hostile-canary-pool"), ("service", "canary")]:
+        try:
+            if kind == "pool":
+                custom.delete_cluster_custom_object("kilowatt.dev", "v1alpha1", "acceleratorpools", name)
+            else:
+                custom.delete_namespaced_custom_object("kilowatt.dev", "v1alpha1", NAMESPACE, "inferenceservices",
+                                                       name)
+        except ApiException:
+            pass
+
+
+def _apply(custom, kind: str, doc: dict) -> tuple[int, str]:
+    try:
+        if kind == "pool":
+            custom.create_cluster_custom_object("kilowatt.dev", "v1alpha1", "acceleratorpools", doc)
+        else:
+            custom.create_namespaced_custom_object("kilowatt.dev", "v1alpha1", NAMESPACE, "inferenceservices", doc)
+    except ApiException as exc:
+        return exc.status, json.loads(exc.body).get("message", exc.body)
+    return 201, ""
+
+
+def _set(spec: dict, path: tuple[str, ...], value) -> None:
+    node = spec
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hostile_specs_are_refused_by_field_or_accepted(apis, data) -> None:
+    _, _, custom, accepted = apis
+    kind = data.draw(st.sampled_from(["service", "pool"]))
+    path = data.draw(st.sampled_from(SERVICE_PATHS if kind == "service" else POOL_PATHS))
+    value = data.draw(HOSTILE_VALUES)
+    doc = copy.deepcopy(SERVICE if kind == "service" else POOL)
+    name = f"hostile-{next(_names)}"
+    doc["metadata"] = {"name": name, "namespace": NAMESPACE} if kind == "service" else {"name": name}
+    _set(doc["spec"], path, value)
+    status, message = _apply(custom, kind, doc)
+    if status == 201:
+        accepted.append((kind, name))
+        return
+    assert status == 422, (status, message)
+    assert f"spec.{path[0]}" in message, (path, value, message)
+
+
+@pytest.mark.parametrize("kind,mutate", SEMANTIC, ids=[f"{k}-{i}" for i, (k, _) in enumerate(SEMANTIC)])
+def test_semantic_problems_pass_the_schema_or_are_refused(apis, kind, mutate) -> None:
+    _, _, custom, accepted = apis
+    doc = copy.deepcopy(SERVICE if kind == "service" else POOL)
+    name = f"semantic-{next(_names)}"
+    doc["metadata"] = {"name": name, "namespace": NAMESPACE} if kind == "service" else {"name": name}
+    mutate(doc["spec"])
+    status, message = _apply(custom, kind, doc)
+    assert status in (201, 422), (status, message)
+    if status == 201:
+        accepted.append((kind, name))
+    else:
+        assert "spec." in message
+
+
+def test_one_period_over_everything_accepted_reports_each_and_places_the_canary(apis) -> None:
+    """Runs after the generated cases (file order): the operator's own period, on all of them at once."""
+    core, apps, custom, accepted = apis
+    assert accepted, "hypothesis produced no accepted object; the cases above are too narrow"
+    loop = ControlLoop(core, apps, custom, StaticSource(), LoopConfig(namespaces=(NAMESPACE,)))
+    report = loop.run_once()
+    assert report.errors == [], report.errors
+    # The canary beside them is planned and placed as if they were not there.
+    canary = custom.get_namespaced_custom_object("kilowatt.dev", "v1alpha1", NAMESPACE, "inferenceservices", "canary")
+    assert canary["status"]["placementSummary"] not in (None, "", "0"), canary["status"]
+    placed = apps.list_namespaced_deployment(NAMESPACE, label_selector="kilowatt.dev/service=canary").items
+    assert [d.spec.replicas for d in placed if d.spec.replicas] == [1]
+    # Every accepted object is either valid (planned) or says what is wrong, by field, in its status.
+    for kind, name in accepted:
+        if kind == "service":
+            body = custom.get_namespaced_custom_object("kilowatt.dev", "v1alpha1", NAMESPACE, "inferenceservices",
+                                                       name)
+        else:
+            body = custom.get_cluster_custom_object("kilowatt.dev", "v1alpha1", "acceleratorpools", name)
+        conditions = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
+        ready = conditions.get("Ready", {})
+        if ready.get("reason") == "InvalidSpec":
+            assert "spec." in ready["message"] or "pool" in ready["message"], ready
+        else:
+            assert body.get("status"), f"{kind} {name}: neither planned nor reported: {body.get('spec')}"

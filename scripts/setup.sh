@@ -5,12 +5,14 @@
 # $KILOWATT_CACHE (default ~/.cache/kilowatt) and only rebuilt when missing. Safe to run again.
 #
 # Usage: scripts/setup.sh [--components "kube-apiserver kube-controller-manager kube-scheduler"] [--no-python]
+# (kube-controller-manager and kube-scheduler reuse the apiserver's build cache: about a minute more.)
 set -euo pipefail
 
 CACHE="${KILOWATT_CACHE:-$HOME/.cache/kilowatt}"
 BIN="$CACHE/bin"
-COMPONENTS="${KILOWATT_COMPONENTS:-kube-apiserver}"
+COMPONENTS="${KILOWATT_COMPONENTS:-kube-apiserver kube-controller-manager kube-scheduler}"
 HELM_VERSION="${KILOWATT_HELM_VERSION:-v3.16.4}"
+KWOK_VERSION="${KILOWATT_KWOK_VERSION:-v0.8.0}"
 PYTHON_DEPS=1
 while (($#)); do
   case "$1" in
@@ -116,7 +118,21 @@ if [[ ! -x "$BIN/helm" ]]; then
   echo "   built $BIN/helm in $(elapsed "$start")"
 fi
 
-# 7. The Python package and its test dependencies.
+# 7. kwok (simulated nodes and pod lifecycles) from the Go module proxy, and its stock "fast" stages (nodes Ready
+#    with heartbeats, pods Running and Ready at once, deleted pods gone) from the same module.
+if [[ ! -x "$BIN/kwok" || ! -s "$CACHE/kwok-stages.yaml" ]]; then
+  step "kwok $KWOK_VERSION (go install from the Go module proxy)"
+  start=$(date +%s)
+  GOBIN="$BIN" GOFLAGS=-mod=mod go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml pod/fast/pod-ready.yaml \
+           pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    cat "$stages/$f"; echo "---"
+  done >"$CACHE/kwok-stages.yaml"
+  echo "   built $BIN/kwok in $(elapsed "$start")"
+fi
+
+# 8. The Python package and its test dependencies.
 if ((PYTHON_DEPS)); then
   step "pip install -e '.[test]'"
   python3 -m pip install -q --disable-pip-version-check -e "$REPO[test]"

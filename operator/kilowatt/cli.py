@@ -332,6 +332,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ["KILOWATT_LOG_LEVEL"] = args.log_level
     options = RunOptions(
         prometheus_url=args.prometheus_url, prometheus_timeout_seconds=args.prometheus_timeout_seconds,
+        prometheus_window=args.prometheus_window,
         period_seconds=args.period_seconds, namespaces=tuple(args.namespace or ()),
         default_mode=ScalingMode(args.default_mode), metrics_port=args.metrics_port, peering=args.peering,
         priority=args.priority, standalone=args.standalone, planner_budget_seconds=args.planner_budget_seconds,
@@ -398,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the operator (what the Helm chart's Deployment starts)")
     p.add_argument("--prometheus-url", default=_os.environ.get("KILOWATT_PROMETHEUS_URL", "http://localhost:9090"))
     p.add_argument("--prometheus-timeout-seconds", type=float, default=5.0)
+    p.add_argument("--prometheus-window", default=_os.environ.get("KILOWATT_PROMETHEUS_WINDOW", "1m"),
+                   help="range of the rate() and latency-histogram queries (PromQL duration, default 1m)")
     p.add_argument("--period-seconds", type=float, default=float(_os.environ.get("KILOWATT_PERIOD_SECONDS", 15)))
     p.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default all)")
     p.add_argument("--default-mode", choices=["Active", "Advisory", "Off"], default="Active")

@@ -27,6 +27,7 @@ log = logging.getLogger("kilowatt")
 class RunOptions:
     prometheus_url: str
     prometheus_timeout_seconds: float = 5.0
+    prometheus_window: str = "1m"  # the range of rate() and histogram queries
     period_seconds: float = 15.0
     namespaces: tuple[str, ...] = ()
     default_mode: ScalingMode = ScalingMode.ACTIVE
@@ -54,7 +55,8 @@ def kube_clients(kubeconfig: str | None = None) -> tuple[client.CoreV1Api, clien
 
 def build_loop(options: RunOptions, kubeconfig: str | None = None, source=None, clock: Clock | None = None) -> ControlLoop:
     queries = json.loads(options.queries_json) if options.queries_json.strip() else {}
-    source = source or PrometheusSource(options.prometheus_url, options.prometheus_timeout_seconds, queries or None)
+    source = source or PrometheusSource(options.prometheus_url, options.prometheus_timeout_seconds, queries or None,
+                                        options.prometheus_window)
     core, apps, custom = kube_clients(kubeconfig)
     loop_config = LoopConfig(options.period_seconds, options.default_mode, options.planner_budget_seconds,
                              options.namespaces, options.poll_seconds)
@@ -150,6 +152,7 @@ def preflight(options: RunOptions, kubeconfig: str | None = None) -> list[str]:
 def run(options: RunOptions) -> int:
     logging.basicConfig(level=os.environ.get("KILOWATT_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # every Prometheus scrape otherwise
     retries = logging.getLogger("urllib3.connectionpool")
     level, retries.level = retries.level, logging.ERROR  # its retry chatter says nothing the error does not
     try:

@@ -23,6 +23,7 @@ class Running:
 class ClusterView:
     gpus_by_pool: dict[str, int] = field(default_factory=dict)  # allocatable on schedulable matching nodes
     nodes_by_pool: dict[str, list[str]] = field(default_factory=dict)
+    unusable_nodes_by_pool: dict[str, list[str]] = field(default_factory=dict)  # cordoned or not Ready
     deployments: dict[tuple[str, str], Running] = field(default_factory=dict)  # (ns/service, pool) -> Running
     scheduled_gpus_by_pool: dict[str, int] = field(default_factory=dict)
     unschedulable_pools: set[str] = field(default_factory=set)  # pools with kilowatt pods Pending: no room
@@ -55,6 +56,8 @@ def read_cluster(core: Any, apps: Any, pools: list[AcceleratorPool]) -> ClusterV
         selector = pool.spec.node_selector
         matching = [n for n in nodes if all((n.metadata.labels or {}).get(k) == v for k, v in selector.items())]
         view.nodes_by_pool[pool.name] = [n.metadata.name for n in matching]
+        view.unusable_nodes_by_pool[pool.name] = [n.metadata.name for n in matching
+                                                  if not (n.status and _node_usable(n))]
         view.gpus_by_pool[pool.name] = sum(
             _quantity((n.status.allocatable or {}).get(GPU_RESOURCE)) for n in matching if n.status and _node_usable(n)
         )

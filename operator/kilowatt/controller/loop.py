@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from urllib3.exceptions import HTTPError
+
 from kilowatt.api.v1alpha1 import GROUP, VERSION, AcceleratorPool, InferenceService, ScalingMode
 from kilowatt.controller.actuator import Actuator, deployment_manifest
 from kilowatt.controller.cluster import ClusterView, read_cluster
@@ -88,6 +90,7 @@ class ControlLoop:
         self._last_run = -float("inf")
         self._power_factor: dict[str, float] = {}
         self._measured_power: dict[str, float] = {}
+        self._price_fallback: dict[str, str] = {}  # pool -> why its price is the fallback this period
         self.last_report: PeriodReport | None = None
         self.periods_run = 0
 
@@ -123,7 +126,10 @@ class ControlLoop:
             report = self._period(now, clock)
         except Exception as exc:
             self.telemetry.errors.labels(kind=type(exc).__name__).inc()
-            log.exception("control period failed")
+            if isinstance(exc, (HTTPError, OSError)):  # the API server is away: one line, and try next period
+                log.warning("control period skipped: the API server did not answer (%s)", str(exc).splitlines()[0][:200])
+            else:
+                log.exception("control period failed")
             report = PeriodReport(now, False, errors=[f"{type(exc).__name__}: {exc}"])
         self.telemetry.period_seconds.observe(time.perf_counter() - started)
         return report
@@ -206,8 +212,14 @@ class ControlLoop:
                 gpus = min(gpus, view.scheduled_gpus_by_pool.get(name, 0))
             price = None
             prom = pool.spec.cost.electricity.prometheus
+            self._price_fallback.pop(name, None)
             if prom is not None:
-                price = obs.prices_usd_per_kwh.get(prom.query, prom.fallback_usd_per_kwh)
+                price = obs.prices_usd_per_kwh.get(prom.query)
+                if price is None:
+                    price = prom.fallback_usd_per_kwh
+                    why = obs.error if not obs.available else f"the price query returned no sample ({prom.query})"
+                    self._price_fallback[name] = (f"{why}; using spec.cost.electricity.prometheus."
+                                                  f"fallbackUsdPerKWh ${price:g}/kWh")
             out[name] = pool_state(pool, gpus, price)
         return out
 
@@ -259,6 +271,7 @@ class ControlLoop:
                                                                          else "NoSeries"),
                                    "latency and load observed" if data is not None else
                                    (obs.error or f"no vLLM series for {key} yet") + "; placement held")
+        self._metrics_transition(body, conditions, previous, data is not None)
         conditions = set_condition(conditions, "Placed", binding is None, "Planned" if binding is None else
                                    "CapacityShort", reason if binding is None else binding)
         conditions = set_condition(conditions, "SLOMet", slo_met, {None: "Unknown", True: "WithinTargets",
@@ -290,6 +303,17 @@ class ControlLoop:
         self.telemetry.cost.labels(namespace=svc.metadata.namespace, service=svc.metadata.name).set(
             cost.total_usd_per_hour)
         self.telemetry.power.labels(namespace=svc.metadata.namespace, service=svc.metadata.name).set(cost.power_watts)
+
+    def _metrics_transition(self, body: dict, conditions: list[dict], previous: dict, available: bool) -> None:
+        """A Warning event when a service's metrics go missing (placement held), a Normal one when they return."""
+        before = _condition(previous.get("conditions"), "MetricsAvailable")
+        now = _condition(conditions, "MetricsAvailable")
+        if before is None or now is None or before.get("status") == now.get("status"):
+            return
+        if available:
+            self.events.post(body, "Normal", "MetricsRestored", "latency and load observed again; planning resumes")
+        else:
+            self.events.post(body, "Warning", "MetricsUnavailable", now.get("message", ""))
 
     def _measured_power_factors(self, pools, view, pool_states, obs, now, services) -> dict[str, float]:
         """Measured (DCGM) over modelled power per pool, for the replicas running now: it scales the energy
@@ -402,15 +426,36 @@ class ControlLoop:
                         + per_gpu_kw * state.economics.pue * state.economics.price.usd_per_kwh(now), 4)
             nodes = view.nodes_by_pool.get(name, [])
             previous = self._last_pool_status.get(name, {})
-            conditions = set_condition(previous.get("conditions") or [], "Ready", bool(nodes) and gpus > 0,
-                                       "NodesFound" if nodes else "NoMatchingNodes",
-                                       f"{len(nodes)} node(s), {gpus} GPU(s)" if nodes else
-                                       f"no node matches nodeSelector {pool.spec.node_selector}; label the GPU nodes "
-                                       "or fix spec.nodeSelector")
+            unusable = view.unusable_nodes_by_pool.get(name, [])
+            if not nodes:
+                ready, reason = False, "NoMatchingNodes"
+                message = (f"no node matches nodeSelector {pool.spec.node_selector}; label the GPU nodes or fix "
+                           "spec.nodeSelector")
+            elif gpus <= 0:
+                ready, reason = False, "NoUsableGPUs"
+                message = (f"{len(nodes)} node(s), none usable (cordoned or not Ready: {', '.join(unusable)}); "
+                           "uncordon or repair them")
+            else:
+                ready, reason = True, "NodesFound"
+                message = f"{len(nodes)} node(s), {gpus} GPU(s)" + (
+                    f"; not used: {', '.join(unusable)} (cordoned or not Ready)" if unusable else "")
+            conditions = set_condition(previous.get("conditions") or [], "Ready", ready, reason, message)
+            fallback = self._price_fallback.get(name)
+            if pool.spec.cost.electricity.prometheus is not None:
+                conditions = set_condition(conditions, "PriceAvailable", fallback is None,
+                                           "Observed" if fallback is None else "Fallback",
+                                           fallback or "price read from Prometheus")
+            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AcceleratorPool",
+                    "metadata": {"name": name, "namespace": None, "uid": getattr(pool.metadata, "uid", None)}}
+            for type_, bad, good in (("Ready", "PoolUnavailable", "PoolAvailable"),
+                                     ("PriceAvailable", "PriceFallback", "PriceRestored")):
+                was, now = _condition(previous.get("conditions"), type_), _condition(conditions, type_)
+                if now is not None and (was or {}).get("status", "True") != now["status"]:
+                    self.events.post(body, "Warning" if now["status"] == "False" else "Normal",
+                                     bad if now["status"] == "False" else good, now["message"])
             status["conditions"] = conditions
-            if not nodes and _condition_message(previous, "Ready") != _condition_message(status, "Ready"):
-                log.warning("pool %s: no node matches nodeSelector %s; label the GPU nodes or fix spec.nodeSelector",
-                            name, pool.spec.node_selector)
+            if not ready and _condition_message(previous, "Ready") != message:
+                log.warning("pool %s: %s", name, message)
             if {k: v for k, v in previous.items() if k != "conditions"} == {k: v for k, v in status.items()
                                                                             if k != "conditions"} \
                     and _conditions_same(previous.get("conditions"), conditions):
@@ -447,6 +492,10 @@ def _slo_text(svc: InferenceService, data: Any) -> str:
 def _conditions_same(a: list | None, b: list | None) -> bool:
     strip = lambda cs: [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in cs or []]  # noqa: E731
     return strip(a) == strip(b)
+
+
+def _condition(conditions: list | None, type_: str) -> dict | None:
+    return next((c for c in conditions or [] if c.get("type") == type_), None)
 
 
 def _condition_message(status: dict, type_: str) -> str | None:

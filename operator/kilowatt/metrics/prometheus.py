@@ -8,6 +8,8 @@ queries whatever the number of services. Serving pods carry the labels ``kilowat
 
 from __future__ import annotations
 
+import re
+
 import math
 from collections import defaultdict
 
@@ -62,7 +64,7 @@ class PrometheusSource:
                 if result:
                     prices[q] = float(result[0]["value"][1])
         except Exception as exc:  # noqa: BLE001 - any failure to read is "metrics unavailable", with its reason
-            return Observations(available=False, error=f"Prometheus at {self.url}: {_reason(exc)}")
+            return Observations(available=False, error=f"Prometheus at {self.url}: {_reason(exc, self.timeout_seconds)}")
         return Observations(
             available=True,
             services={s.key: _service(s, raw) for s in services},
@@ -71,7 +73,15 @@ class PrometheusSource:
         )
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, timeout_seconds: float) -> str:
+    """One readable clause: what a person can act on, not urllib3's retry chain."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc).lower():
+        return f"read timed out: no answer within {timeout_seconds:g}s (--prometheus-timeout-seconds)"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        return f"cannot connect ({found.group(1) if found else 'connection failed'})"
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:300]
 

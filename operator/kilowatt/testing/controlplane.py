@@ -153,10 +153,24 @@ class ControlPlane:
         raise ControlPlaneError(message)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.stdout = log  # type: ignore[assignment]  # kept so stop() closes it
+        proc.args_name = name  # type: ignore[attr-defined]
         self.processes.append(proc)
+
+    def restart_apiserver(self, down_seconds: float = 2.0, timeout_seconds: float = 90.0) -> None:
+        """Kill kube-apiserver (etcd keeps the state), wait ``down_seconds``, start it again on the same port."""
+        index = next(i for i, p in enumerate(self.processes) if getattr(p, "args_name", "") == "kube-apiserver")
+        proc = self.processes[index]
+        proc.kill()  # a crash: no graceful drain of watches
+        proc.wait(timeout=30)
+        if proc.stdout:
+            proc.stdout.close()
+        time.sleep(down_seconds)
+        self._spawn("kube-apiserver", list(proc.args))
+        self.processes[index] = self.processes.pop()
+        self._wait_ready(timeout_seconds)
 
     def _write_kubeconfig(self) -> None:
         self.kubeconfig.write_text(

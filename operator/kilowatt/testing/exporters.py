@@ -57,9 +57,13 @@ class SimulatedFleet:
         with self._lock:
             self._power[host] = watts
 
-    def set_price(self, region: str, usd_per_kwh: float) -> None:
+    def set_price(self, region: str, usd_per_kwh: float | None) -> None:
+        """None: the price series disappears (a feed that stopped)."""
         with self._lock:
-            self._prices[region] = usd_per_kwh
+            if usd_per_kwh is None:
+                self._prices.pop(region, None)
+            else:
+                self._prices[region] = usd_per_kwh
 
     def _advance(self) -> None:
         now = time.monotonic()

@@ -57,3 +57,67 @@ class PrometheusServer:
             self._log.close()
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class FaultyProxy:
+    """An HTTP proxy in front of Prometheus for fault tests: ``delay_seconds`` makes every answer slow (the
+    operator's timeout fires), ``drop`` lists query substrings whose results come back empty (partial series)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.delay_seconds = 0.0
+        self.drop: tuple[str, ...] = ()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = None
+
+    def start(self) -> FaultyProxy:
+        import json
+        import threading
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self, body: bytes | None) -> None:
+                time.sleep(proxy.delay_seconds)
+                request = urllib.request.Request(proxy.upstream + self.path, data=body, method=self.command,
+                                                 headers={"Content-Type": self.headers.get("Content-Type", "")})
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as r:
+                        payload, status = r.read(), r.status
+                except Exception as exc:  # noqa: BLE001 - report upstream trouble as a 502
+                    payload, status = str(exc).encode(), 502
+                query = urllib.parse.unquote_plus(self.path + "&" + (body or b"").decode(errors="replace"))
+                if status == 200 and any(d in query for d in proxy.drop):
+                    data = json.loads(payload)
+                    data["data"]["result"] = []
+                    payload = json.dumps(data).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its timeout): that is the point of a delay
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self._forward(None)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._forward(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -71,3 +71,12 @@ def test_history_is_per_service():
     for t in range(0, 301, 15):
         stab.step("one", {"a": 1}, current(a=(2, 2, 5.0)), 1.0, float(t), POLICY)
     assert stab.step("two", {"a": 1}, current(a=(2, 2, 5.0)), 1.0, 301.0, POLICY).replicas == {"a": 2}
+
+
+def test_periods_longer_than_the_down_window_still_scale_down():
+    """Found by the soak (15-minute periods, 300 s window): the history must reach back past the window."""
+    stab = Stabiliser()
+    now = current(a=(4, 4, 5.0))
+    assert stab.step("s", {"a": 4}, now, 20.0, 0.0, POLICY).replicas == {"a": 4}
+    assert stab.step("s", {"a": 2}, now, 10.0, 900.0, POLICY).replicas == {"a": 3}
+    assert stab.step("s", {"a": 2}, current(a=(3, 3, 5.0)), 10.0, 1800.0, POLICY).replicas == {"a": 2}

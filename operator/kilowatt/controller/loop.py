@@ -359,12 +359,14 @@ class ControlLoop:
         meta = body["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         last = self._last_status.get(key)
+        # A condition's status or reason is a decision; its message quotes figures (demand, latency) that drift.
         decisive = lambda st: ({k: v for k, v in st.items() if k not in FIGURES and k != "conditions"},  # noqa: E731
-                               [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                               [{k: v for k, v in c.items() if k not in ("lastTransitionTime", "message")}
                                 for c in st.get("conditions") or []])
         if last is not None:
             if decisive(last) == decisive(status):
-                if all(last.get(k) == status.get(k) for k in FIGURES):
+                if all(last.get(k) == status.get(k) for k in FIGURES) and last.get("conditions") == status.get(
+                        "conditions"):
                     return
                 if time.monotonic() - self._last_write.get(key, 0.0) < STATUS_REFRESH_SECONDS:
                     return

@@ -60,7 +60,9 @@ class Stabiliser:
         what = " GPUs" if units else ""
         history.append((now_seconds, dict(recommended)))
         horizon = max(policy.scale_up_window_seconds, policy.scale_down_window_seconds)
-        while history and history[0][0] < now_seconds - horizon:
+        # Keep the newest entry older than the horizon too: with periods longer than the window the history must
+        # still reach back, or a scale-down would wait for ever.
+        while len(history) > 1 and history[1][0] <= now_seconds - horizon:
             history.popleft()
 
         pools = set(recommended) | set(current)

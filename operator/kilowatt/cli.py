@@ -195,10 +195,31 @@ def _pick_service(services: list, wanted: str | None, pools: list):
     return service
 
 
+def _workload(args: argparse.Namespace, pools: list, start, duration_s: float | None) -> tuple | None:
+    """The requests (--trace shaped by --rate-curve and --scale) and, with --prices/--region, every pool's hourly
+    price; None after saying on stderr what is wrong."""
+    from kilowatt.twin.workload import TraceError, read_prices, read_rate_curve, read_requests, shaped
+
+    try:
+        trace = read_requests(args.trace)
+        curve = read_rate_curve(args.rate_curve) if args.rate_curve else None
+        workload = shaped(trace, curve, args.scale, duration_s, seed=args.seed)
+        prices = {}
+        if args.prices:
+            if not args.region:
+                print("error: --prices needs --region (e.g. US-TEX-ERCO)", file=sys.stderr)
+                return None
+            series = read_prices(args.prices, args.region, start, workload.duration_s)
+            prices = {p.name: series for p in pools}
+    except (TraceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return workload, prices
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from kilowatt.twin.policies import POLICIES
     from kilowatt.twin.simulate import simulate
-    from kilowatt.twin.workload import TraceError, read_prices, read_rate_curve, read_requests, shaped
 
     loaded = _load_objects(args.file)
     if loaded is None:
@@ -215,23 +236,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                   f"{', '.join(p.name for p in pools)})", file=sys.stderr)
             return 2
     start = _parse_time(args.start)
-    try:
-        trace = read_requests(args.trace)
-        curve = read_rate_curve(args.rate_curve) if args.rate_curve else None
-        duration = args.duration_hours * 3600.0 if args.duration_hours else None
-        if curve is not None and duration is None:
-            duration = 86400.0
-        workload = shaped(trace, curve, args.scale, duration, seed=args.seed)
-        prices = {}
-        if args.prices:
-            if not args.region:
-                print("error: --prices needs --region (e.g. US-TEX-ERCO)", file=sys.stderr)
-                return 2
-            series = read_prices(args.prices, args.region, start, workload.duration_s)
-            prices = {p.name: series for p in pools}
-    except (TraceError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    duration = args.duration_hours * 3600.0 if args.duration_hours else (86400.0 if args.rate_curve else None)
+    loaded_workload = _workload(args, pools, start, duration)
+    if loaded_workload is None:
         return 2
+    workload, prices = loaded_workload
     if not args.quiet:
         print(f"simulating {len(workload):,} requests over {workload.duration_s / 3600:.2f} h for {service.key} on "
               f"{', '.join(p.name for p in pools)}: {', '.join(policies)}", file=sys.stderr)
@@ -277,7 +286,6 @@ def _parse_duration(text: str) -> float:
 def cmd_demo(args: argparse.Namespace) -> int:
     from kilowatt.demo import BASELINES, DemoError, DemoOptions, run_demo
     from kilowatt.testing.controlplane import ControlPlaneError
-    from kilowatt.twin.workload import TraceError, read_prices, read_rate_curve, read_requests, shaped
 
     loaded = _load_objects(args.file)
     if loaded is None:
@@ -295,20 +303,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"error: --baselines {', '.join(unknown)}: unknown; known: {', '.join(BASELINES)}", file=sys.stderr)
         return 2
     baselines = [b for b in baselines if not b.startswith("hpa-") or b[4:] in {p.name for p in pools}]
-    try:
-        trace = read_requests(args.trace)
-        curve = read_rate_curve(args.rate_curve) if args.rate_curve else None
-        workload = shaped(trace, curve, args.scale, duration, seed=args.seed)
-        prices = {}
-        if args.prices:
-            if not args.region:
-                print("error: --prices needs --region (e.g. US-TEX-ERCO)", file=sys.stderr)
-                return 2
-            series = read_prices(args.prices, args.region, start, workload.duration_s)
-            prices = {p.name: series for p in pools}
-    except (TraceError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    loaded_workload = _workload(args, pools, start, duration)
+    if loaded_workload is None:
         return 2
+    workload, prices = loaded_workload
     options = DemoOptions(workload=workload, service=service, pools=pools, files=args.file, start=start,
                           speed=args.speed, period_seconds=args.period_seconds, report=args.report,
                           tui=not args.no_tui and sys.stdout.isatty(), kubeconfig=args.kubeconfig,

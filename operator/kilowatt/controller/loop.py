@@ -451,10 +451,10 @@ class ControlLoop:
                     "metadata": {"name": name, "namespace": None, "uid": getattr(pool.metadata, "uid", None)}}
             for type_, bad, good in (("Ready", "PoolUnavailable", "PoolAvailable"),
                                      ("PriceAvailable", "PriceFallback", "PriceRestored")):
-                was, now = _condition(previous.get("conditions"), type_), _condition(conditions, type_)
-                if now is not None and (was or {}).get("status", "True") != now["status"]:
-                    self.events.post(body, "Warning" if now["status"] == "False" else "Normal",
-                                     bad if now["status"] == "False" else good, now["message"])
+                was, cond = _condition(previous.get("conditions"), type_), _condition(conditions, type_)
+                if cond is not None and (was or {}).get("status", "True") != cond["status"]:
+                    self.events.post(body, "Warning" if cond["status"] == "False" else "Normal",
+                                     bad if cond["status"] == "False" else good, cond["message"])
             status["conditions"] = conditions
             if not ready and _condition_message(previous, "Ready") != message:
                 log.warning("pool %s: %s", name, message)

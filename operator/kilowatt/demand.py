@@ -1,7 +1,9 @@
 """Short-horizon demand: what to plan for, from the observed request rate.
 
 Scale-up must not lag a rising load by a replica start-up, so the estimate is the larger of the latest rate,
-its exponential average, and the latest rate projected along the recent trend by the start-up time.
+its exponential average, and the latest rate projected along the recent trend by the start-up time — at most
+``max_growth`` times the latest rate: a trend read off a few short periods (a series that just started, a step
+from 3 to 30 req/s within seconds) would otherwise project hundreds of req/s two minutes ahead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 class DemandEstimator:
     smoothing: float = 0.3
     history_length: int = 8
+    max_growth: float = 2.0
     _ewma: dict[str, float] = field(default_factory=dict)
     _history: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
 
@@ -26,7 +29,7 @@ class DemandEstimator:
         if len(history) >= 3:
             (t0, r0), (t1, r1) = history[0], history[-1]
             if t1 > t0 and r1 > r0:
-                projected = r1 + (r1 - r0) / (t1 - t0) * lead_seconds
+                projected = min(r1 + (r1 - r0) / (t1 - t0) * lead_seconds, r1 * self.max_growth)
         return max(rps, ewma, projected)
 
     def forget(self, key: str) -> None:

@@ -39,6 +39,7 @@ class RunOptions:
     queries_json: str = ""
     peering_lifetime_seconds: int = 60
     poll_seconds: float = 0.5
+    stale_after_seconds: float | None = None  # /healthz fails after this long without a period (None: 5 periods, >= 120 s)
 
 
 def kube_clients(kubeconfig: str | None = None) -> tuple[client.CoreV1Api, client.AppsV1Api, client.CustomObjectsApi]:
@@ -65,7 +66,8 @@ def build_loop(options: RunOptions, kubeconfig: str | None = None, source=None, 
 
 async def serve(options: RunOptions, loop: ControlLoop, stop_flag: asyncio.Event | threading.Event | None = None,
                 ready_flag: asyncio.Event | threading.Event | None = None) -> None:
-    runner = await loop.telemetry.serve(options.metrics_port, options.period_seconds)
+    runner = await loop.telemetry.serve(options.metrics_port, options.period_seconds,
+                                        stale_after_seconds=options.stale_after_seconds)
     # Distinct priorities: kopf freezes *every* operator when two peers share one, so a replica picks its own.
     priority = options.priority if options.priority is not None else random.randint(1, 1_000_000)
     try:

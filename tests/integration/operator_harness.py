@@ -79,12 +79,14 @@ class OperatorThread:
 
     def __init__(self, kubeconfig: str, prometheus_url: str, period_seconds: float = 1.0, standalone: bool = True,
                  priority: int | None = None, peering: str = "kilowatt", window: str = "10s",
-                 default_mode: ScalingMode = ScalingMode.ACTIVE, peering_lifetime_seconds: int = 10) -> None:
+                 default_mode: ScalingMode = ScalingMode.ACTIVE, peering_lifetime_seconds: int = 10,
+                 stale_after_seconds: float | None = None) -> None:
         os.environ["KUBECONFIG"] = kubeconfig
         self.options = RunOptions(prometheus_url=prometheus_url, prometheus_timeout_seconds=2.0,
                                   period_seconds=period_seconds, metrics_port=free_port(), standalone=standalone,
                                   priority=priority, peering=peering, default_mode=default_mode,
-                                  peering_lifetime_seconds=peering_lifetime_seconds)
+                                  peering_lifetime_seconds=peering_lifetime_seconds,
+                                  stale_after_seconds=stale_after_seconds)
         source = PrometheusSource(prometheus_url, 2.0, window=window)
         self.loop = build_loop(self.options, kubeconfig, source)
         self.stop_flag = threading.Event()

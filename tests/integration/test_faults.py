@@ -60,7 +60,7 @@ class Rig:
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
         self.load(3.0)
         self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, "inferenceservices", service_body(NS, "chat"))
-        self.operator = OperatorThread(str(self.cp.kubeconfig), self.proxy.url).start()
+        self.operator = OperatorThread(str(self.cp.kubeconfig), self.proxy.url, stale_after_seconds=10).start()
 
     def load(self, rps: float, pool: str = "rtx4090") -> None:
         self.fleet.set_load(NS, "chat", pool, Load(rps=rps))
@@ -204,10 +204,30 @@ def test_a_pools_nodes_removed_moves_the_service_without_going_to_zero(rig: Rig)
 
 
 def test_the_api_server_restarted_mid_run(rig: Rig) -> None:
+    """Killed and started again. Either the loop carries on, or — when kopf lost its watch of AcceleratorPools
+    because the restarting server answered 404 for custom resources — /healthz says so and the pod's liveness
+    probe restarts the operator (done here by hand, as kubelet would), which then carries on."""
+    import urllib.error
+    import urllib.request
+
     rig.cp.restart_apiserver(down_seconds=3.0)
     before = rig.operator.loop.periods_run
-    wait_for(lambda: rig.operator.loop.periods_run >= before + 3, 90, what="periods after the restart")
-    assert rig.operator.error is None and rig.operator.thread.is_alive()
+    health = f"http://127.0.0.1:{rig.operator.options.metrics_port}/healthz"
+
+    def unhealthy() -> bool:
+        try:
+            urllib.request.urlopen(health, timeout=2)
+            return False
+        except urllib.error.HTTPError as exc:
+            return exc.code == 503
+
+    outcome = wait_for(lambda: ("resumed" if rig.operator.loop.periods_run >= before + 3 else
+                                "unhealthy" if unhealthy() else None), 90, what="periods or a failing /healthz")
+    assert rig.operator.error is None
+    if outcome == "unhealthy":
+        rig.operator.stop()
+        rig.operator = OperatorThread(str(rig.cp.kubeconfig), rig.proxy.url, stale_after_seconds=10).start()
+    print(f"after the API server restart the operator {outcome}")
     rig.load(25.0)
     wait_for(lambda: sum(n * k for n, k in rig.deployments().values()) >= 3, 60,
              what=lambda: f"acting on load after the restart: {rig.deployments()}")
@@ -243,3 +263,41 @@ def test_a_concurrent_writer_on_the_deployments_is_overridden_without_duplicates
     assert rig.operator.loop.last_report.errors == []
     assert len(rig.apps.list_namespaced_deployment(NS).items) == len(rig.deployments())
     print(f"concurrent writer: {conflicts} of its own writes got 409")
+
+
+def test_the_operator_killed_mid_actuation_and_restarted(rig: Rig) -> None:
+    """`kilowatt run` as a process, SIGKILLed the moment its first write of a new placement lands; a fresh
+    operator then finishes the job: no duplicate, no orphan, the placement the load needs."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.paths import REPO
+
+    rig.operator.stop()
+    before = {d.metadata.name: d.metadata.generation
+              for d in rig.apps.list_namespaced_deployment(NS, label_selector="kilowatt.dev/service=chat").items}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kilowatt.cli", "run", "--standalone", f"--prometheus-url={rig.proxy.url}",
+         "--period-seconds=1", "--prometheus-window=10s", "--prometheus-timeout-seconds=2",
+         f"--metrics-port={free_port()}"], cwd=REPO, env={**os.environ, "KUBECONFIG": str(rig.cp.kubeconfig)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rig.load(40.0)  # several more replicas: Deployment writes, a status and events
+
+        def first_write() -> bool:
+            now = {d.metadata.name: d.metadata.generation for d in
+                   rig.apps.list_namespaced_deployment(NS, label_selector="kilowatt.dev/service=chat").items}
+            return now != before
+
+        wait_for(first_write, 60, interval=0.02, what="the killed operator's first write")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    rig.operator = OperatorThread(str(rig.cp.kubeconfig), rig.proxy.url, stale_after_seconds=10).start()
+    wait_for(lambda: sum(n * k for n, k in rig.deployments().values()) >= 4, 60,
+             what=lambda: f"the restarted operator's placement for 40 req/s: {rig.deployments()}")
+    uid = rig.custom.get_namespaced_custom_object(GROUP, VERSION, NS, "inferenceservices", "chat")["metadata"]["uid"]
+    for d in rig.apps.list_namespaced_deployment(NS, label_selector="kilowatt.dev/service=chat").items:
+        assert d.metadata.owner_references[0].uid == uid
+    rig.load(3.0)

@@ -46,6 +46,14 @@ def test_demand_projects_a_rising_trend_over_the_startup_time():
     assert got == pytest.approx(14.0 + (4.0 / 30.0) * 60)
 
 
+def test_a_steep_trend_over_short_periods_projects_at_most_double():
+    """A series that just started (0 -> 3 req/s in 4 s) must not plan for 90 req/s two minutes ahead."""
+    est = DemandEstimator()
+    for t, rps in ((0, 0.0), (2, 1.5), (4, 3.0)):
+        got = est.update("s", t, rps, lead_seconds=120)
+    assert got == pytest.approx(6.0)
+
+
 def _objects():
     service = InferenceService.model_validate(yaml.safe_load((EXAMPLES / "llama3-8b.yaml").read_text()))
     pool = AcceleratorPool.model_validate(yaml.safe_load((EXAMPLES / "pool-rtx4090.yaml").read_text()))

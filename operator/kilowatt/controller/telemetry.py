@@ -34,11 +34,22 @@ class Telemetry:
     def mark_period(self) -> None:
         self.last_period = time.monotonic()
 
-    async def serve(self, port: int, period_seconds: float, host: str = "0.0.0.0") -> web.AppRunner:
+    async def serve(self, port: int, period_seconds: float, host: str = "0.0.0.0",
+                    stale_after_seconds: float | None = None) -> web.AppRunner:
+        """``/healthz`` fails once an operator that has planned stops planning for ``stale_after_seconds``
+        (default: five periods, at least 120 s): kopf can lose its watch of AcceleratorPools when the API server
+        restarts and answers 404 for custom resources while it starts, which stops the loop's daemons; the
+        liveness probe then restarts the pod, and the new process watches afresh."""
+        stale_after = stale_after_seconds or max(5 * period_seconds, 120.0)
+
         async def metrics(_: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         async def healthz(_: web.Request) -> web.Response:
+            silent = time.monotonic() - self.last_period
+            if self.ready and silent > stale_after:
+                return web.Response(text=f"no control period for {silent:.0f}s (limit {stale_after:.0f}s)",
+                                    status=503)
             return web.Response(text="ok")
 
         async def readyz(_: web.Request) -> web.Response:

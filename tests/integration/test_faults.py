@@ -216,11 +216,14 @@ def test_the_api_server_restarted_mid_run(rig: Rig) -> None:
     health = f"http://127.0.0.1:{rig.operator.options.metrics_port}/healthz"
 
     def unhealthy() -> bool:
+        """As a liveness probe sees it: a 503, or no answer at all (kopf stuck shutting down its watchers)."""
         try:
             urllib.request.urlopen(health, timeout=2)
             return False
         except urllib.error.HTTPError as exc:
             return exc.code == 503
+        except (urllib.error.URLError, OSError):
+            return True
 
     def state() -> str | None:
         if rig.operator.loop.periods_run >= before + 3:

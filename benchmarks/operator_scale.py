@@ -25,17 +25,10 @@ from kilowatt.metrics.source import Observations, ServiceObservation
 from kilowatt.metrics.static import StaticSource
 from kilowatt.runner import kube_clients
 from kilowatt.testing import ControlPlane
+from kilowatt.testing.soak import CountingApi
 
 GPUS = [("RTX-4090", 24, 1008, 165, 450), ("H100-SXM", 80, 3350, 990, 700), ("L40S", 48, 864, 362, 350),
         ("A100-80GB", 80, 2039, 312, 400), ("H100-PCIe", 80, 2000, 756, 350)]
-
-
-class CountingApi(client.ApiClient):
-    calls = 0
-
-    def call_api(self, *args, **kwargs):
-        CountingApi.calls += 1
-        return super().call_api(*args, **kwargs)
 
 
 def setup(cp: ControlPlane, n_services: int, n_pools: int) -> tuple:

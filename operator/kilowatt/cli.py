@@ -176,9 +176,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pick_service(services: list, wanted: str | None, pools: list):
-    """The service a trace drives (``--service`` or the first); None after saying on stderr what is wrong. The
-    twin counts GPUs from maxGPUs (it has no nodes), so every pool needs one."""
+def _twin_objects(args: argparse.Namespace) -> tuple[list, object] | None:
+    """Pools and the service a trace drives (``--service`` or the first), for simulate and demo; None after
+    saying on stderr what is wrong. The twin counts GPUs from maxGPUs (it has no nodes), so every pool needs one."""
+    loaded = _load_objects(args.file)
+    if loaded is None:
+        return None
+    pools, services = loaded
+    wanted = args.service
     service = services[0]
     if wanted:
         chosen = [s for s in services if s.key == wanted]
@@ -192,7 +197,20 @@ def _pick_service(services: list, wanted: str | None, pools: list):
         print(f"error: pool(s) {', '.join(unsized)} have no spec.maxGPUs; the twin has no nodes to count GPUs on: "
               "set maxGPUs", file=sys.stderr)
         return None
-    return service
+    return pools, service
+
+
+def _policy_names(text: str, known: tuple[str, ...], pools: list, flag: str) -> list[str] | None:
+    """Comma-separated policy names: the known ones whose pools exist here, and hpa-<pool> for any pool; None
+    after saying on stderr which are unknown."""
+    pool_names = {p.name for p in pools}
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known and not (n.startswith("hpa-") and n[4:] in pool_names)]
+    if unknown:
+        print(f"error: {flag} {', '.join(unknown)}: unknown; known: {', '.join(known)} (hpa-<pool> for any pool: "
+              f"{', '.join(sorted(pool_names))})", file=sys.stderr)
+        return None
+    return [n for n in names if not n.startswith("hpa-") or n[4:] in pool_names]
 
 
 def _workload(args: argparse.Namespace, pools: list, start, duration_s: float | None) -> tuple | None:
@@ -221,20 +239,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from kilowatt.twin.policies import POLICIES
     from kilowatt.twin.simulate import simulate
 
-    loaded = _load_objects(args.file)
+    loaded = _twin_objects(args)
     if loaded is None:
         return 2
-    pools, services = loaded
-    service = _pick_service(services, args.service, pools)
-    if service is None:
+    pools, service = loaded
+    policies = _policy_names(args.policy, POLICIES, pools, "--policy")
+    if policies is None:
         return 2
-    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
-    for name in policies:
-        if name not in POLICIES and not (name.startswith("hpa-") and name.removeprefix("hpa-") in
-                                         {p.name for p in pools}):
-            print(f"error: --policy {name}: unknown; known: {', '.join(POLICIES)} (hpa-<pool> for any pool: "
-                  f"{', '.join(p.name for p in pools)})", file=sys.stderr)
-            return 2
     start = _parse_time(args.start)
     duration = args.duration_hours * 3600.0 if args.duration_hours else (86400.0 if args.rate_curve else None)
     loaded_workload = _workload(args, pools, start, duration)
@@ -287,22 +298,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from kilowatt.demo import BASELINES, DemoError, DemoOptions, run_demo
     from kilowatt.testing.controlplane import ControlPlaneError
 
-    loaded = _load_objects(args.file)
+    loaded = _twin_objects(args)
     if loaded is None:
         return 2
-    pools, services = loaded
-    service = _pick_service(services, args.service, pools)
-    if service is None:
-        return 2
+    pools, service = loaded
     duration = _parse_duration(args.duration)
     start = _parse_time(args.start)
-    baselines = [b for b in (args.baselines.split(",") if args.baselines else []) if b]
-    unknown = [b for b in baselines if b not in BASELINES and not (b.startswith("hpa-") and b[4:] in
-                                                                     {p.name for p in pools})]
-    if unknown:
-        print(f"error: --baselines {', '.join(unknown)}: unknown; known: {', '.join(BASELINES)}", file=sys.stderr)
+    # The default names hpa-h100 and hpa-rtx4090: pools that -f files may not have are dropped, not refused.
+    baselines = _policy_names(args.baselines or "", BASELINES, pools, "--baselines")
+    if baselines is None:
         return 2
-    baselines = [b for b in baselines if not b.startswith("hpa-") or b[4:] in {p.name for p in pools}]
     loaded_workload = _workload(args, pools, start, duration)
     if loaded_workload is None:
         return 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from urllib3.exceptions import HTTPError
@@ -58,6 +58,19 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+class SimulatedClock:
+    """Simulated time (the demo, the soak): ``t_s`` seconds after ``start``, moved by whoever drives it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start, self.t_s = start, 0.0
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.t_s)
+
+    def monotonic(self) -> float:
+        return self.t_s
 
 
 @dataclass

@@ -32,6 +32,7 @@ from kubernetes import client, config
 
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.controller.actuator import ANNOTATION_TP, LABEL_POOL, LABEL_SERVICE
+from kilowatt.controller.loop import SimulatedClock
 from kilowatt.demo.cluster import (
     apply_objects,
     build_binaries,
@@ -56,20 +57,6 @@ BASELINES = ("hpa-h100", "hpa-rtx4090", "static-peak", "melange", "lower-bound")
 
 class DemoError(RuntimeError):
     """Something the user can act on; the message says what."""
-
-
-class SimClock:
-    """Simulated time for the operator's loop: ``now()`` for prices, ``monotonic()`` for its windows."""
-
-    def __init__(self, start: datetime) -> None:
-        self.start = start
-        self.t_s = 0.0
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.t_s)
-
-    def monotonic(self) -> float:
-        return self.t_s
 
 
 class DemoMetrics:
@@ -125,7 +112,7 @@ class Demo:
         self.o = options
         self.out = out or sys.stdout
         self.lock = threading.Lock()
-        self.clock = SimClock(options.start)
+        self.clock = SimulatedClock(options.start)
         self.plane = DataPlane(options.workload, options.service, options.pools, options.prices, options.start,
                                seed=options.seed)
         w = options.workload
@@ -251,7 +238,7 @@ class Demo:
     def _frame(self, wall_started: float) -> Frame:
         plane = self.plane
         sample = plane.samples[-1]
-        done = plane._recent[-1][1] if plane._recent else np.zeros(0, dtype=np.int64)
+        done = plane.finished_last_period()
         if len(done):
             slo = self.o.service.spec.slo
             ttft, tpot = plane.ledger.ttft_s[done], plane.ledger.tpot_s[done]
@@ -264,7 +251,7 @@ class Demo:
             p = placement.get(name)
             pools[name] = PoolFrame(sample.replicas.get(name, 0), sample.serving.get(name, 0),
                                     p.tensor_parallel if p else 1, sample.price_usd_per_kwh.get(name, 0.0))
-        waiting = len(plane.gateway) + sum(len(r.queue) for rs in plane.replicas.values() for r in rs)
+        waiting = plane.waiting()
         a = plane.accounts
         elapsed = max(time.monotonic() - wall_started, 1e-9)
         return Frame(self.clock.now(), plane.now / plane.workload.duration_s, plane.now / elapsed,

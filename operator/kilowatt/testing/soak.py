@@ -14,14 +14,14 @@ import csv
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from kubernetes import client, config
 
 from kilowatt.controller.actuator import LABEL_POOL, LABEL_SERVICE
-from kilowatt.controller.loop import ControlLoop, LoopConfig
+from kilowatt.controller.loop import ControlLoop, LoopConfig, SimulatedClock
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.source import Observations, ServiceObservation
 from kilowatt.metrics.static import StaticSource
@@ -40,17 +40,6 @@ class CountingApi(client.ApiClient):
     def call_api(self, *args, **kwargs):
         CountingApi.calls += 1
         return super().call_api(*args, **kwargs)
-
-
-class SimClock:
-    def __init__(self, start: datetime) -> None:
-        self.start, self.t_s = start, 0.0
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.t_s)
-
-    def monotonic(self) -> float:
-        return self.t_s
 
 
 @dataclass
@@ -151,7 +140,7 @@ def soak(n_services: int = 500, n_pools: int = 4, periods: int = 96, data_dir: P
     with ControlPlane() as cp:
         core, apps, custom, namespaces = _setup(cp, n_services, n_pools)
         kubelet = ReadyDeployments(apps, interval_seconds=1.0).start()
-        clock = SimClock(datetime(2024, 7, 16, tzinfo=timezone.utc))
+        clock = SimulatedClock(datetime(2024, 7, 16, tzinfo=timezone.utc))
         source = StaticSource()
 
         def new_loop() -> ControlLoop:

@@ -275,6 +275,14 @@ class DataPlane:
             prices, float(np.percentile(ttft, 95)) if len(ttft) else None,
             float(np.percentile(tpot, 95)) if len(tpot) else None))
 
+    def waiting(self) -> int:
+        """Requests not yet admitted: at the gateway and in replicas' queues (vLLM's num_requests_waiting)."""
+        return len(self.gateway) + sum(len(r.queue) for rs in self.replicas.values() for r in rs)
+
+    def finished_last_period(self) -> np.ndarray:
+        """Indices of the requests that finished in the last ``advance``."""
+        return self._recent[-1][1] if self._recent else np.zeros(0, dtype=np.int64)
+
     def unfinished(self) -> int:
         return (len(self.gateway) + sum(r.outstanding() for rs in self.replicas.values() for r in rs)
                 + sum(r.outstanding() for r in self.draining + self.replacing) + (len(self.workload) - self.next_arrival))
@@ -320,7 +328,7 @@ def observation(plane: DataPlane, done: np.ndarray, window_s: float, ref: Servic
             by_pool[name] = PoolLatency(float(mine.sum()) / window_s, float(np.percentile(ttft[mine], q)),
                                         float(np.percentile(t, q)) if len(t) else None)
     running = sum(r.batch for rs in plane.replicas.values() for r in rs)
-    waiting = len(plane.gateway) + sum(len(r.queue) for rs in plane.replicas.values() for r in rs)
+    waiting = plane.waiting()
     return ServiceObservation(
         requests_per_second=len(done) / window_s,
         input_tokens_mean=float(np.mean(w.input_tokens[done])),

@@ -106,3 +106,10 @@ def test_conditions_keep_their_transition_time_until_the_status_changes():
     assert again[0]["lastTransitionTime"] == first[0]["lastTransitionTime"] and again[0]["message"] == "other message"
     flipped = set_condition([{**first[0], "lastTransitionTime": "2000-01-01T00:00:00Z"}], "Ready", False, "R", "m")
     assert flipped[0]["status"] == "False" and flipped[0]["lastTransitionTime"] != "2000-01-01T00:00:00Z"
+
+
+def test_gpu_quantities_are_read_in_the_api_servers_canonical_form():
+    """Found by operator_scale: the API server stores 2000 allocatable GPUs as "2k"."""
+    from kilowatt.controller.cluster import _quantity
+
+    assert [_quantity(v) for v in ("8", "2k", None, "nonsense")] == [8, 2000, 0, 0]

@@ -7,6 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from kilowatt.api.v1alpha1 import AcceleratorPool
 from kilowatt.controller.actuator import ANNOTATION_TP, GPU_RESOURCE, LABEL_POOL, LABEL_SERVICE
 
@@ -34,8 +36,11 @@ class ClusterView:
 
 
 def _quantity(value: Any) -> int:
+    """A Kubernetes quantity as a whole number: the API server writes 2000 GPUs as "2k"."""
+    if value is None:
+        return 0
     try:
-        return int(str(value))
+        return int(parse_quantity(str(value)))
     except (TypeError, ValueError):
         return 0
 

@@ -449,7 +449,9 @@ class ControlLoop:
             elif gpus <= 0:
                 ready, reason = False, "NoUsableGPUs"
                 message = (f"{len(nodes)} node(s), none usable (cordoned or not Ready: {', '.join(unusable)}); "
-                           "uncordon or repair them")
+                           "uncordon or repair them" if unusable else
+                           f"{len(nodes)} node(s) with no allocatable nvidia.com/gpu; is the NVIDIA device plugin "
+                           "running on them?")
             else:
                 ready, reason = True, "NodesFound"
                 message = f"{len(nodes)} node(s), {gpus} GPU(s)" + (

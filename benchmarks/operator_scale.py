@@ -24,8 +24,8 @@ from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.source import Observations, ServiceObservation
 from kilowatt.metrics.static import StaticSource
 from kilowatt.runner import kube_clients
-from kilowatt.testing import ControlPlane
-from kilowatt.testing.soak import CountingApi
+from kilowatt.demo.controlplane import ControlPlane
+from soak_harness import CountingApi  # benchmarks/, beside this file
 
 GPUS = [("RTX-4090", 24, 1008, 165, 450), ("H100-SXM", 80, 3350, 990, 700), ("L40S", 48, 864, 362, 350),
         ("A100-80GB", 80, 2039, 312, 400), ("H100-PCIe", 80, 2000, 756, 350)]
@@ -34,7 +34,7 @@ GPUS = [("RTX-4090", 24, 1008, 165, 450), ("H100-SXM", 80, 3350, 990, 700), ("L4
 def setup(cp: ControlPlane, n_services: int, n_pools: int) -> tuple:
     import subprocess
 
-    from kilowatt.testing.controlplane import find_binary
+    from kilowatt.demo.controlplane import find_binary
 
     subprocess.run([str(find_binary("kubectl")), "apply", "-f", "crds/"], env=cp.env(), check=True,
                    capture_output=True)

@@ -27,9 +27,8 @@ from datetime import datetime, timezone
 
 from kilowatt.economics import FlatPrice, PoolEconomics, PowerCurve
 from kilowatt.performance import GPU_CATALOGUE, ModelShape, TokenMix
-from kilowatt.planner import PoolState, ServiceState, Snapshot, plan
-from kilowatt.planner.milp import SOLVER_TIME_LIMIT_SECONDS
-from kilowatt.planner.options import _capacity, options_for
+from kilowatt.planner import PLANNER_BUDGET_SECONDS, CapacityTable, PoolState, ServiceState, Snapshot, plan
+from kilowatt.planner.options import options_for
 
 SHAPES = [ModelShape(1.78, "bf16", 28, 2, 128), ModelShape(8.03, "bf16", 32, 8, 128),
           ModelShape(14.7, "bf16", 40, 10, 128), ModelShape(70.6, "fp8", 80, 8, 128)]
@@ -72,14 +71,14 @@ def objective(result) -> float:
 
 def measure(n_services: int, n_pools: int, repeats: int, budget: float, reference: object) -> dict:
     snapshot = instance(n_services, n_pools)
-    _capacity.cache_clear()
+    capacity = CapacityTable()  # as the operator's Decider keeps one between periods
     started = time.perf_counter()
-    result = plan(snapshot, time_limit_seconds=budget)
+    result = plan(snapshot, capacity, time_limit_seconds=budget)
     cold = time.perf_counter() - started
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        result = plan(snapshot, time_limit_seconds=budget)
+        result = plan(snapshot, capacity, time_limit_seconds=budget)
         times.append(time.perf_counter() - started)
     times.sort()
     p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
@@ -99,7 +98,7 @@ def main() -> int:
         for n_pools in (2, 5, 10):
             repeats = args.repeats if n_services < 1000 else max(5, args.repeats // 3)
             reference = plan(instance(n_services, n_pools), time_limit_seconds=args.reference_seconds, exact=True)
-            for budget in (0.0, SOLVER_TIME_LIMIT_SECONDS):
+            for budget in (0.0, PLANNER_BUDGET_SECONDS):
                 r = measure(n_services, n_pools, repeats, budget, reference)
                 print(f"{n_services:8d} {n_pools:5d} {budget:8.2f} {r['median'] * 1000:10.1f} {r['p99'] * 1000:10.1f} "
                       f"{r['cold'] * 1000:10.1f} {r['cost']:10.2f} {r['unmet']:10.1f} {objective(reference):10.2f} "

@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from kilowatt.testing.soak import soak
+from soak_harness import soak  # benchmarks/, beside this file
 
 HERE = Path(__file__).resolve().parent
 

@@ -132,10 +132,10 @@ if [[ ! -x "$BIN/kwok" || ! -s "$CACHE/kwok-stages.yaml" ]]; then
   echo "   built $BIN/kwok in $(elapsed "$start")"
 fi
 
-# 8. The Python package and its test dependencies.
+# 8. The Python package with the twin (demo, report) and test dependencies.
 if ((PYTHON_DEPS)); then
-  step "pip install -e '.[test]'"
-  python3 -m pip install -q --disable-pip-version-check -e "$REPO[test]"
+  step "pip install -e '.[twin,test]'"
+  python3 -m pip install -q --disable-pip-version-check -e "$REPO[twin,test]"
 fi
 
 step "Ready. Binaries in $BIN:"

@@ -11,6 +11,7 @@ from pathlib import Path
 from kilowatt import __version__
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TWIN_EXTRA = ("matplotlib", "rich")  # the report's plots and the demo's live view; not the operator's
 
 
 def _parse_demand(items: list[str]) -> dict[str, float]:
@@ -296,7 +297,7 @@ def _parse_duration(text: str) -> float:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from kilowatt.demo import BASELINES, DemoError, DemoOptions, run_demo
-    from kilowatt.testing.controlplane import ControlPlaneError
+    from kilowatt.demo.controlplane import ControlPlaneError
 
     loaded = _twin_objects(args)
     if loaded is None:
@@ -330,6 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
 
     from kilowatt.api.v1alpha1 import ScalingMode
+    from kilowatt.planner import PLANNER_BUDGET_SECONDS
     from kilowatt.runner import RunOptions, StartupError, run
 
     os.environ["KILOWATT_LOG_LEVEL"] = args.log_level
@@ -338,7 +340,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         prometheus_window=args.prometheus_window,
         period_seconds=args.period_seconds, namespaces=tuple(args.namespace or ()),
         default_mode=ScalingMode(args.default_mode), metrics_port=args.metrics_port, peering=args.peering,
-        priority=args.priority, standalone=args.standalone, planner_budget_seconds=args.planner_budget_seconds,
+        priority=args.priority, standalone=args.standalone, planner_budget_seconds=(PLANNER_BUDGET_SECONDS if args.planner_budget_seconds is None
+                                else args.planner_budget_seconds),
         queries_json=os.environ.get("KILOWATT_QUERIES", ""),
     )
     try:
@@ -411,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peering", default="kilowatt", help="kopf peering name shared by the operator's replicas")
     p.add_argument("--priority", type=int, default=None, help="peering priority (default: random per process)")
     p.add_argument("--standalone", action="store_true", help="no peering (a single operator, e.g. for development)")
-    p.add_argument("--planner-budget-seconds", type=float, default=0.8)
+    p.add_argument("--planner-budget-seconds", type=float, default=None,
+                   help="time limit of one plan over every service (default: the planner's, 0.8 s)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_run)
 
@@ -473,7 +477,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "file", None) is None and args.command in ("plan", "simulate", "demo"):
         args.file = [str(REPO_ROOT / "manifests/examples")]
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ModuleNotFoundError as exc:
+        if exc.name not in TWIN_EXTRA:
+            raise
+        print(f"error: `kilowatt {args.command}` needs {exc.name}, part of the twin extra that the operator image "
+              "leaves out; install it with: pip install 'kilowatt[twin]'", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

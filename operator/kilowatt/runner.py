@@ -15,10 +15,12 @@ import kopf
 from kubernetes import client, config
 
 from kilowatt.api.v1alpha1 import ScalingMode
+from kilowatt.clock import Clock
 from kilowatt.controller import handlers
-from kilowatt.controller.loop import Clock, ControlLoop, LoopConfig
+from kilowatt.controller.loop import ControlLoop, LoopConfig
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.prometheus import PrometheusSource
+from kilowatt.planner import PLANNER_BUDGET_SECONDS
 
 log = logging.getLogger("kilowatt")
 
@@ -35,7 +37,7 @@ class RunOptions:
     peering: str = "kilowatt"
     priority: int | None = None
     standalone: bool = False
-    planner_budget_seconds: float = 0.8
+    planner_budget_seconds: float = PLANNER_BUDGET_SECONDS
     queries_json: str = ""
     peering_lifetime_seconds: int = 60
     poll_seconds: float = 0.5

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kilowatt.testing import ControlPlane, ControlPlaneError, find_binary
+from kilowatt.demo.controlplane import ControlPlane, ControlPlaneError, find_binary
 
 from tests.paths import REPO
 

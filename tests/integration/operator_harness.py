@@ -15,7 +15,7 @@ from kubernetes import client
 from kilowatt.api.v1alpha1 import ScalingMode
 from kilowatt.metrics.prometheus import PrometheusSource
 from kilowatt.runner import RunOptions, build_loop, serve
-from kilowatt.testing.controlplane import free_port
+from kilowatt.demo.controlplane import free_port
 
 GROUP, VERSION = "kilowatt.dev", "v1alpha1"
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from kilowatt.testing import ControlPlane
-from kilowatt.testing.cluster import SimulatedCluster, make_kwok_gpu_node
-from kilowatt.testing.controlplane import free_port
-from kilowatt.testing.exporters import Load, SimulatedFleet
-from kilowatt.testing.prometheus import PrometheusServer
+from kilowatt.demo.controlplane import ControlPlane
+from tests.support.cluster import SimulatedCluster, make_kwok_gpu_node
+from kilowatt.demo.controlplane import free_port
+from tests.support.exporters import Load, SimulatedFleet
+from tests.support.prometheus import PrometheusServer
 
 from tests.integration.conftest import Tool
 from tests.integration.operator_harness import wait_for

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from kilowatt.testing import ControlPlane
-from kilowatt.testing.controlplane import free_port
+from kilowatt.demo.controlplane import ControlPlane
+from kilowatt.demo.controlplane import free_port
 
 from tests.paths import REPO
 

@@ -15,11 +15,11 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from kilowatt.testing import ControlPlane
-from kilowatt.testing.cluster import SimulatedCluster, make_kwok_gpu_node
-from kilowatt.testing.controlplane import free_port
-from kilowatt.testing.exporters import Load, SimulatedFleet
-from kilowatt.testing.prometheus import FaultyProxy, PrometheusServer
+from kilowatt.demo.controlplane import ControlPlane
+from tests.support.cluster import SimulatedCluster, make_kwok_gpu_node
+from kilowatt.demo.controlplane import free_port
+from tests.support.exporters import Load, SimulatedFleet
+from tests.support.prometheus import FaultyProxy, PrometheusServer
 
 from tests.integration.operator_harness import (GROUP, H100, PRICE_QUERY, RTX4090, VERSION, OperatorThread,
                                                 pool_body, service_body, wait_for)
@@ -39,7 +39,7 @@ class Rig:
         self.core, self.apps, self.custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
         import subprocess
 
-        from kilowatt.testing.controlplane import find_binary
+        from kilowatt.demo.controlplane import find_binary
 
         subprocess.run([str(find_binary("kubectl")), "apply", "-f", "crds/"], env=self.cp.env(), check=True,
                        capture_output=True)

@@ -9,10 +9,10 @@ import signal
 import pytest
 from kubernetes import client
 
-from kilowatt.testing.exporters import Load, SimulatedFleet
-from kilowatt.testing.kubelet import ReadyDeployments
-from kilowatt.testing.prometheus import PrometheusServer
-from kilowatt.testing.controlplane import free_port
+from tests.support.exporters import Load, SimulatedFleet
+from tests.support.kubelet import ReadyDeployments
+from tests.support.prometheus import PrometheusServer
+from kilowatt.demo.controlplane import free_port
 
 from tests.integration.operator_harness import (GROUP, H100, PRICE_QUERY, RTX4090, VERSION, OperatorThread,
                                                 make_gpu_node, pool_body, service_body, wait_for)
@@ -123,7 +123,7 @@ def test_latency_above_the_slo_adds_capacity(operator, cluster, fleet):
                       deployments(apps, "team-b", "slow")["rtx4090"], what="initial placement")
     # The GPUs turn out slower than the model says: TPOT p95 at 90 ms against a 50 ms target.
     fleet.set_load("team-b", "slow", "rtx4090", Load(rps=12.0, tpot_seconds=0.09))
-    wait_for(lambda: operator.loop.correction.factors("team-b/slow", "rtx4090")[1] > 1.5, 90,
+    wait_for(lambda: operator.loop.decider.correction.factors("team-b/slow", "rtx4090")[1] > 1.5, 90,
              what="the TPOT correction for the 4090 pool rises")
     # Less capacity per 4090 replica: either more 4090 replicas, or (once a 4090 cannot meet 50 ms at all)
     # the service moves to the pool that can. Either way, more capacity than the original plan believed.
@@ -216,9 +216,11 @@ def test_prometheus_down_holds_placement_and_says_so(operator, cluster, promethe
             "status") == "False" and s, 60, what="MetricsAvailable=False")
         assert "Prometheus at" in condition(st, "MetricsAvailable")["message"]
         assert "placement held" in condition(st, "MetricsAvailable")["message"]
-        for _ in range(3):
+        for _ in range(3):  # three more whole periods without metrics, each one a new report
+            ran = operator.loop.periods_run
             operator.loop.request_run()
-            wait_for(lambda: operator.loop.last_report and not operator.loop.last_report.metrics_available, 20)
+            wait_for(lambda: operator.loop.periods_run > ran, 20, what="another period")
+            assert not operator.loop.last_report.metrics_available
             assert deployments(apps, "team-a", "chat") == before
     finally:
         os.killpg(prometheus.process.pid, signal.SIGCONT)
@@ -274,8 +276,10 @@ def test_operator_restart_leaves_no_duplicate_or_orphaned_deployments(control_pl
     second = OperatorThread(str(control_plane.kubeconfig), prometheus.url).start()
     try:
         wait_for(lambda: second.loop.last_report is not None, 60, what="a period after restart")
+        ran = second.loop.periods_run
         second.loop.request_run()
-        wait_for(lambda: second.loop.last_report is not None and second.loop.telemetry.ready, 30)
+        wait_for(lambda: second.loop.periods_run > ran, 30, what="a second period after restart")
+        assert second.loop.last_report.errors == []
         after = snapshot()
         assert set(before) <= set(after)  # nothing lost, nothing renamed
         services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s["metadata"]["uid"] for s in

@@ -64,7 +64,7 @@ def test_tensor_parallel_is_worse_over_pcie_than_nvlink():
     pcie = CapacityModel(LLAMA_8B, gpu_by_name("RTX-4090"), 2)
     nvlink = CapacityModel(LLAMA_8B, gpu_by_name("H100-SXM"), 2)
     # Communication share of a batch-1 decode step.
-    share = lambda m: m._allreduce_seconds / m.step_seconds(1, 300)  # noqa: E731
+    share = lambda m: m.allreduce_seconds / m.step_seconds(1, 300)  # noqa: E731
     assert share(pcie) > 2 * share(nvlink)
 
 

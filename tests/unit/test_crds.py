@@ -49,7 +49,7 @@ def test_names_columns_and_subresources():
         version = spec["versions"][0]
         assert version["subresources"] == {"status": {}}  # no scale: replicas span one Deployment per pool
     isvc_columns = [c["name"] for c in isvc["versions"][0]["additionalPrinterColumns"]]
-    assert isvc_columns == ["Mode", "Replicas", "Placement", "Req/s", "TTFT-p95-ms", "SLO-Met", "USD/h", "Age"]
+    assert isvc_columns == ["Mode", "Replicas", "Placement", "Req/s", "TTFT-ms", "SLO-Met", "USD/h", "Age"]
     pool_columns = [c["name"] for c in pool["versions"][0]["additionalPrinterColumns"]]
     assert pool_columns == ["GPU", "GPUs", "In-Use", "USD/GPU-h", "USD/kWh", "Age"]
 

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from kilowatt.decide import Decider
+from kilowatt.decide import Decider, ServiceInput
+from kilowatt.planner.reasons import DownWindow
 from kilowatt.metrics.source import Observations, ServiceObservation
 from kilowatt.planner.snapshot import CurrentPlacement
 from kilowatt.state import load_objects, pool_state
@@ -31,14 +32,14 @@ def test_a_day_of_decisions_stays_within_every_pool_and_holds_degrees_while_scal
         # The mean lengths of a minute's requests wander too (the Azure conversation trace: 1155 / 211 tokens).
         prompt, output = 1155.0 * rng.lognormal(0, 0.2), 211.0 * rng.lognormal(0, 0.1)
         obs = Observations(True, services={svc.key: ServiceObservation(rps, prompt, output, None, None, None)})
-        d = decider.decide(start + timedelta(minutes=minute), minute * 60.0, [svc], by_name, states,
-                           {svc.key: current}, obs).decisions[svc.key]
+        item = ServiceInput.of(svc, current, obs.services[svc.key])
+        d = decider.decide(start + timedelta(minutes=minute), minute * 60.0, [item], by_name, states).decisions[svc.key]
         for pool, n in d.desired.items():
             k = d.tensor_parallel[pool]
             assert n * k <= states[pool].gpus_max, (minute, pool, n, k, d.reason)
             if pool in current and n > 0 and k != current[pool].tensor_parallel:
                 degree_changes += 1
-                assert f"{pool}: down" not in d.reason, (minute, d.reason)
+                assert not any(isinstance(h, DownWindow) and h.pool == pool for h in d.holds), (minute, d.reason)
         current = {p: CurrentPlacement(n, d.tensor_parallel[p], n) for p, n in d.desired.items() if n > 0}
     # Churn stays bounded: a degree is not flipped back and forth every few minutes.
     assert degree_changes <= 24, degree_changes

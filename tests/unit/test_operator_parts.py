@@ -1,6 +1,7 @@
 """The operator's pure parts: histogram maths, demand estimate, the Deployment it writes, reference checks."""
 
 import copy
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
@@ -101,11 +102,14 @@ def test_references_to_missing_pools_name_the_field_and_the_choices():
 
 
 def test_conditions_keep_their_transition_time_until_the_status_changes():
-    first = set_condition([], "Ready", True, "R", "m")
-    again = set_condition(copy.deepcopy(first), "Ready", True, "R", "other message")
-    assert again[0]["lastTransitionTime"] == first[0]["lastTransitionTime"] and again[0]["message"] == "other message"
-    flipped = set_condition([{**first[0], "lastTransitionTime": "2000-01-01T00:00:00Z"}], "Ready", False, "R", "m")
-    assert flipped[0]["status"] == "False" and flipped[0]["lastTransitionTime"] != "2000-01-01T00:00:00Z"
+    t0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    first = set_condition([], "Ready", True, "R", "m", t0)
+    assert first[0]["lastTransitionTime"] == "2026-01-01T12:00:00Z"
+    later = t0 + timedelta(hours=1)
+    again = set_condition(copy.deepcopy(first), "Ready", True, "R", "other message", later)
+    assert again[0]["lastTransitionTime"] == "2026-01-01T12:00:00Z" and again[0]["message"] == "other message"
+    flipped = set_condition(copy.deepcopy(again), "Ready", False, "R", "m", later)
+    assert flipped[0]["status"] == "False" and flipped[0]["lastTransitionTime"] == "2026-01-01T13:00:00Z"
 
 
 def test_gpu_quantities_are_read_in_the_api_servers_canonical_form():

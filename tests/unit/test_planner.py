@@ -12,6 +12,7 @@ from kilowatt.economics import FlatPrice, PoolEconomics, PowerCurve
 from kilowatt.performance import ModelShape, TokenMix, gpu_by_name
 from kilowatt.planner import PoolState, ServiceState, Snapshot, plan
 from kilowatt.planner.options import options_for
+from kilowatt.planner.reasons import FullPool, MaxReplicasReached, NoPoolFits, PoolsFull
 from kilowatt.planner.snapshot import CurrentPlacement
 from kilowatt.state import load_objects, snapshot_from_objects
 
@@ -69,12 +70,14 @@ def test_a_full_pool_is_named_as_the_binding_constraint():
     s = result.service("team-a/llama3-8b")
     assert not result.feasible
     assert s.unmet_rps > 0 and s.replicas == 2
+    assert s.binding == PoolsFull((FullPool("rtx4090", 2, 2),))
     assert result.problems == ("pool rtx4090 full: 2/2 GPUs; SLO at risk for team-a/llama3-8b",)
 
 
 def test_max_replicas_is_named_when_it_binds():
     result = plan(Snapshot(NOON, cheap_and_fast(), (service(demand=100, max_replicas=2),)))
-    assert result.service("default/a").binding == "replicas.max (2) reached"
+    assert result.service("default/a").binding == MaxReplicasReached(2)
+    assert result.problems == ("replicas.max (2) reached; SLO at risk for default/a",)
 
 
 def test_a_model_that_fits_no_allowed_pool_gets_a_reason_not_an_exception():
@@ -82,7 +85,8 @@ def test_a_model_that_fits_no_allowed_pool_gets_a_reason_not_an_exception():
     result = plan(Snapshot(NOON, pools, (service(shape="70b", demand=1),)))
     s = result.service("default/a")
     assert s.replicas == 0
-    assert s.binding.startswith("no allowed pool (any pool) fits 70.6B bf16")
+    assert isinstance(s.binding, NoPoolFits) and s.binding.allowed_pools == ()
+    assert str(s.binding).startswith("no allowed pool (any pool) fits 70.6B bf16")
 
 
 def test_allowed_pools_are_respected():
@@ -190,26 +194,45 @@ def test_plans_respect_pools_fit_and_demand(pools, services):
         if sp.binding is None:
             assert sp.capacity_rps >= s.target_rps - 1e-6
         else:
-            assert sp.reason and sp.binding in " ".join(result.problems)
+            assert sp.reason and str(sp.binding) in " ".join(result.problems)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(pools=st.lists(pool_st, min_size=1, max_size=3), svc=service_st)
-def test_never_dearer_than_any_single_pool_plan(pools, svc):
-    pools = _unique(pools)
-    result = plan(Snapshot(NOON, pools, (svc,)))
-    sp = result.service(svc.key)
-    if sp.binding is not None:
-        return
-    for o in options_for(svc, pools, NOON):
-        n = max(svc.floor_replicas, math.ceil(svc.target_rps / o.capacity_rps - 1e-9))
-        if n <= svc.max_replicas and n * o.tensor_parallel <= o.pool.gpus_max:
-            assert sp.planned_usd_per_hour <= n * o.planned_cost.total_usd_per_hour + 1e-6
+def test_never_dearer_than_any_single_pool_plan():
+    """Checked on the generated cases the plan fully serves; most must be such cases, or the test says nothing."""
+    compared: list[int] = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(pools=st.lists(pool_st, min_size=1, max_size=3), svc=service_st)
+    def check(pools, svc):
+        pools = _unique(pools)
+        result = plan(Snapshot(NOON, pools, (svc,)))
+        sp = result.service(svc.key)
+        if sp.binding is not None:
+            return
+        for o in options_for(svc, pools, NOON):
+            n = max(svc.floor_replicas, math.ceil(svc.target_rps / o.capacity_rps - 1e-9))
+            if n <= svc.max_replicas and n * o.tensor_parallel <= o.pool.gpus_max:
+                assert sp.planned_usd_per_hour <= n * o.planned_cost.total_usd_per_hour + 1e-6
+                compared.append(1)
+
+    check()
+    assert len(compared) >= 20, f"only {len(compared)} single-pool plans compared"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(pools=st.lists(pool_st, min_size=1, max_size=2), services=st.lists(service_st, min_size=1, max_size=2))
-def test_cost_equals_the_brute_force_optimum(pools, services):
+def test_cost_equals_the_brute_force_optimum():
+    """Checked on the generated cases with a feasible plan; most must be such cases, or the test says nothing."""
+    compared: list[int] = []
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(pools=st.lists(pool_st, min_size=1, max_size=2), services=st.lists(service_st, min_size=1, max_size=2))
+    def check(pools, services):
+        _brute_force_matches(pools, services, compared)
+
+    check()
+    assert len(compared) >= 15, f"only {len(compared)} plans compared with the brute-force optimum"
+
+
+def _brute_force_matches(pools, services, compared: list[int]) -> None:
     pools, services = _unique(pools), _unique(services)
     snapshot = Snapshot(NOON, pools, services)
     result = plan(snapshot)
@@ -236,3 +259,4 @@ def test_cost_equals_the_brute_force_optimum(pools, services):
             best = min(best, sum(o.planned_cost.total_usd_per_hour * n for o, n in zip(options, counts)))
     got = sum(sp.planned_usd_per_hour for sp in result.services)
     assert got == pytest.approx(best, rel=1e-6, abs=1e-9)
+    compared.append(1)

@@ -2,33 +2,34 @@
 
 import random
 
-from kilowatt.planner.stabiliser import PoolReplicas, ScalingPolicy, Stabiliser
+from kilowatt.planner.reasons import UpBounded, WaitingForReady
+from kilowatt.planner.stabiliser import PoolUnits, ScalingPolicy, Stabiliser
 
 POLICY = ScalingPolicy(scale_up_window_seconds=0, scale_down_window_seconds=300, max_scale_up_step=4,
                        max_scale_down_step=1)
 
 
 def current(**pools):
-    return {name: PoolReplicas(desired=d, ready=r, capacity_rps=c) for name, (d, r, c) in pools.items()}
+    return {name: PoolUnits(desired=d, ready=r, capacity_rps_per_unit=c) for name, (d, r, c) in pools.items()}
 
 
 def test_scale_up_happens_at_once():
     step = Stabiliser().step("s", {"a": 3}, current(a=(1, 1, 5.0)), 10.0, 0.0, POLICY)
-    assert step.replicas == {"a": 3}
+    assert step.units == {"a": 3}
 
 
 def test_scale_up_is_bounded_per_step():
     step = Stabiliser().step("s", {"a": 20}, current(a=(1, 1, 5.0)), 50.0, 0.0, POLICY)
-    assert step.replicas == {"a": 5}
-    assert "step or window bound" in step.notes[0]
+    assert step.units == {"a": 5}
+    assert step.holds == (UpBounded("a", 1, 5, 20),)
 
 
 def test_scale_down_waits_for_the_whole_window():
     stab = Stabiliser()
     now = current(a=(4, 4, 5.0))
     for t in range(0, 300, 15):
-        assert stab.step("s", {"a": 2}, now, 5.0, float(t), POLICY).replicas == {"a": 4}
-    assert stab.step("s", {"a": 2}, now, 5.0, 300.0, POLICY).replicas == {"a": 3}  # one step at a time
+        assert stab.step("s", {"a": 2}, now, 5.0, float(t), POLICY).units == {"a": 4}
+    assert stab.step("s", {"a": 2}, now, 5.0, 300.0, POLICY).units == {"a": 3}  # one step at a time
 
 
 def test_a_brief_dip_does_not_scale_down():
@@ -36,7 +37,7 @@ def test_a_brief_dip_does_not_scale_down():
     now = current(a=(4, 4, 5.0))
     recs = [4] * 10 + [1] + [4] * 30
     for i, rec in enumerate(recs):
-        assert stab.step("s", {"a": rec}, now, 15.0, i * 15.0, POLICY).replicas["a"] == 4
+        assert stab.step("s", {"a": rec}, now, 15.0, i * 15.0, POLICY).units["a"] == 4
 
 
 def test_noisy_load_does_not_flap():
@@ -44,7 +45,7 @@ def test_noisy_load_does_not_flap():
     desired, changes, direction = 4, 0, 0
     for i in range(400):
         rec = 4 + rng.choice([-1, 0, 1])
-        got = stab.step("s", {"a": rec}, current(a=(desired, desired, 5.0)), 10.0, i * 15.0, POLICY).replicas["a"]
+        got = stab.step("s", {"a": rec}, current(a=(desired, desired, 5.0)), 10.0, i * 15.0, POLICY).units["a"]
         new_direction = (got > desired) - (got < desired)
         if new_direction and new_direction != direction:
             changes += 1
@@ -60,23 +61,23 @@ def test_never_removes_ready_capacity_while_replacements_start():
     policy = ScalingPolicy(scale_down_window_seconds=0, max_scale_down_step=4)
     now = current(a=(4, 4, 5.0), b=(2, 0, 12.0))
     step = stab.step("s", {"a": 0, "b": 2}, now, 18.0, 0.0, policy)
-    assert step.replicas == {"a": 4, "b": 2}
-    assert "holding 4" in " ".join(step.notes)
+    assert step.units == {"a": 4, "b": 2}
+    assert step.holds == (WaitingForReady("a", held=4, instead_of=0),)
     ready = current(a=(4, 4, 5.0), b=(2, 2, 12.0))
-    assert stab.step("s", {"a": 0, "b": 2}, ready, 18.0, 15.0, policy).replicas == {"a": 0, "b": 2}
+    assert stab.step("s", {"a": 0, "b": 2}, ready, 18.0, 15.0, policy).units == {"a": 0, "b": 2}
 
 
 def test_history_is_per_service():
     stab = Stabiliser()
     for t in range(0, 301, 15):
         stab.step("one", {"a": 1}, current(a=(2, 2, 5.0)), 1.0, float(t), POLICY)
-    assert stab.step("two", {"a": 1}, current(a=(2, 2, 5.0)), 1.0, 301.0, POLICY).replicas == {"a": 2}
+    assert stab.step("two", {"a": 1}, current(a=(2, 2, 5.0)), 1.0, 301.0, POLICY).units == {"a": 2}
 
 
 def test_periods_longer_than_the_down_window_still_scale_down():
     """Found by the soak (15-minute periods, 300 s window): the history must reach back past the window."""
     stab = Stabiliser()
     now = current(a=(4, 4, 5.0))
-    assert stab.step("s", {"a": 4}, now, 20.0, 0.0, POLICY).replicas == {"a": 4}
-    assert stab.step("s", {"a": 2}, now, 10.0, 900.0, POLICY).replicas == {"a": 3}
-    assert stab.step("s", {"a": 2}, current(a=(3, 3, 5.0)), 10.0, 1800.0, POLICY).replicas == {"a": 2}
+    assert stab.step("s", {"a": 4}, now, 20.0, 0.0, POLICY).units == {"a": 4}
+    assert stab.step("s", {"a": 2}, now, 10.0, 900.0, POLICY).units == {"a": 3}
+    assert stab.step("s", {"a": 2}, current(a=(3, 3, 5.0)), 10.0, 1800.0, POLICY).units == {"a": 2}

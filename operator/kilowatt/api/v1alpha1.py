@@ -368,8 +368,23 @@ class ObservedLoad(_Model):
     requests_per_second: float | None = None
     input_tokens_mean: float | None = None
     output_tokens_mean: float | None = None
-    ttft_p95_milliseconds: float | None = None
-    tpot_p95_milliseconds: float | None = None
+    percentile: float | None = Field(default=None, description="The SLO's percentile, at which latency is read.")
+    ttft_at_percentile_milliseconds: float | None = Field(
+        default=None, description="Time to first token at the SLO's percentile (`percentile`), milliseconds."
+    )
+    tpot_at_percentile_milliseconds: float | None = Field(
+        default=None, description="Time per output token at the SLO's percentile (`percentile`), milliseconds."
+    )
+    ttft_p95_milliseconds: float | None = Field(
+        default=None,
+        description="Deprecated: despite its name, the TTFT at the SLO's percentile, which may not be 95; read "
+        "ttftAtPercentileMilliseconds. Still written in v1alpha1, removed in the next API version.",
+    )
+    tpot_p95_milliseconds: float | None = Field(
+        default=None,
+        description="Deprecated: despite its name, the TPOT at the SLO's percentile, which may not be 95; read "
+        "tpotAtPercentileMilliseconds. Still written in v1alpha1, removed in the next API version.",
+    )
 
 
 class Decision(_Model):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -55,14 +56,15 @@ def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: An
     """Refuse what the schema cannot (cross-field rules) by name; otherwise plan at once, not next period."""
     _, problems = parse_service(dict(body))
     if problems:
-        _report_invalid(body, patch, problems)
+        _report_invalid(body, patch, problems, memo.loop.clock.now())
         patch.status["observedGeneration"] = body.metadata.get("generation")
     memo.loop.request_run()
 
 
 @kopf.on.delete(GROUP, VERSION, "inferenceservices", when=watched)
 def service_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """Remove the service's Deployments now (owner references would too, but only where GC runs)."""
+    """Remove the service's Deployments now (owner references would too, but only where GC runs). This runs in
+    one of kopf's threads: the loop is told to forget the service (thread-safe), not changed here."""
     loop = memo.loop
     for d in loop.apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_SERVICE}={name}").items:
         loop.actuator.delete(namespace, d.metadata.name)
@@ -75,15 +77,15 @@ def service_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> Non
 def pool_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     _, problems = parse_pool(dict(body))
     if problems:
-        _report_invalid(body, patch, problems)
+        _report_invalid(body, patch, problems, memo.loop.clock.now())
     memo.loop.request_run()
 
 
-def _report_invalid(body: kopf.Body, patch: kopf.Patch, problems: list) -> None:
+def _report_invalid(body: kopf.Body, patch: kopf.Patch, problems: list, now: datetime) -> None:
     """Ready=False with each field, what is wrong and the fix; and a Warning event saying the same."""
     text = "; ".join(str(p) for p in problems)
     patch.status["conditions"] = set_condition(list(body.status.get("conditions") or []), "Ready", False,
-                                               "InvalidSpec", text)
+                                               "InvalidSpec", text, now)
     kopf.warn(body, reason="InvalidSpec", message=text)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,6 +31,15 @@ class Telemetry:
         self.errors = Counter("kilowatt_errors_total", "Errors, by kind", ["kind"], registry=r)
         self.ready = False
         self.last_period = 0.0
+
+    def record_service(self, service: Any, decision: Any, current: Any, cost: Any) -> None:
+        """One service's gauges after a period: replicas wanted and ready per pool, cost and power."""
+        ns, name = service.metadata.namespace, service.metadata.name
+        for p, n in decision.desired.items():
+            self.desired.labels(namespace=ns, service=name, pool=p).set(n)
+            self.current.labels(namespace=ns, service=name, pool=p).set(current[p].ready if p in current else 0)
+        self.cost.labels(namespace=ns, service=name).set(cost.total_usd_per_hour)
+        self.power.labels(namespace=ns, service=name).set(cost.power_watts)
 
     def mark_period(self) -> None:
         self.last_period = time.monotonic()

@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kilowatt.api.v1alpha1 import GROUP, AcceleratorPool
-from kilowatt.testing.controlplane import ControlPlaneError, cache_bin_dir, find_binary
+from kilowatt.demo.controlplane import ControlPlaneError, cache_bin_dir, find_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_EXPECTED_SECONDS = 300.0  # kube-apiserver from Debian's source on 2 cores

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 from kubernetes import client, config
 
+from kilowatt.slo import within_slo
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.controller.actuator import ANNOTATION_TP, LABEL_POOL, LABEL_SERVICE
-from kilowatt.controller.loop import SimulatedClock
+from kilowatt.clock import SimulatedClock
 from kilowatt.demo.cluster import (
     apply_objects,
     build_binaries,
@@ -44,7 +45,7 @@ from kilowatt.demo.cluster import (
 from kilowatt.demo.view import Frame, Header, LiveView, PlainView, PoolFrame, View
 from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef
 from kilowatt.runner import RunOptions, build_loop, serve
-from kilowatt.testing.controlplane import ControlPlane, ControlPlaneError, free_port
+from kilowatt.demo.controlplane import ControlPlane, ControlPlaneError, free_port
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
 from kilowatt.twin.simulate import DRAIN_LIMIT_SECONDS, PolicyResult, simulate, summarise
 from kilowatt.twin.workload import Workload
@@ -219,9 +220,7 @@ class Demo:
         with self.lock:
             self.plane.apply(desired)
             if warm:  # what ran before the demo started is already serving
-                for replicas in self.plane.replicas.values():
-                    for r in replicas:
-                        r.ready_at = r.t = r.created_at = r.charged_until = 0.0
+                self.plane.warm_start()
             placement = self.plane.placement()
         for d in deployments:
             pool = (d.metadata.labels or {}).get(LABEL_POOL)
@@ -242,7 +241,7 @@ class Demo:
         if len(done):
             slo = self.o.service.spec.slo
             ttft, tpot = plane.ledger.ttft_s[done], plane.ledger.tpot_s[done]
-            ok = (ttft <= slo.ttft_milliseconds / 1000) & (np.isnan(tpot) | (tpot <= slo.tpot_milliseconds / 1000))
+            ok = within_slo(ttft, tpot, slo.ttft_milliseconds / 1000, slo.tpot_milliseconds / 1000)
             self._ok += int(ok.sum())
             self._finished += len(done)
         placement = plane.placement()

@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from kilowatt.slo import within_slo
 BLOCKS = " ▁▂▃▄▅▆▇█"
 HISTORY = 72  # periods shown in the sparklines
 
@@ -96,7 +97,7 @@ class View:
     def slo_mark(frame: Frame, header: Header) -> str:
         if frame.ttft_p95_ms is None or frame.tpot_p95_ms is None:
             return "no completions"
-        ok = frame.ttft_p95_ms <= header.slo_ttft_ms and frame.tpot_p95_ms <= header.slo_tpot_ms
+        ok = within_slo(frame.ttft_p95_ms, frame.tpot_p95_ms, header.slo_ttft_ms, header.slo_tpot_ms)
         return "within SLO" if ok else "ABOVE SLO"
 
 

@@ -67,3 +67,46 @@ class PoolEconomics:
 
     def effective_usd_per_gpu_hour(self, utilisation: float, at: datetime) -> float:
         return self.replica_cost(1, utilisation, at).total_usd_per_hour
+
+
+@dataclass(frozen=True)
+class ReplicaGroup:
+    """``replicas`` replicas of one kind on one pool, as the cost of serving sees them."""
+
+    economics: PoolEconomics
+    tensor_parallel: int
+    replicas: int
+    capacity_rps: float  # per replica, within the SLO
+    saturation_rps: float  # per replica, whatever the latency
+    power_factor: float = 1.0  # measured over modelled power on the pool (1: the power model alone)
+
+
+def serving_costs(demand_rps: float, groups: list[ReplicaGroup], at: datetime) -> list[CostBreakdown]:
+    """Cost per hour of each of ``groups`` while together they serve ``demand_rps``, the demand shared across
+    replicas in proportion to their capacity within the SLO; each replica's power follows its utilisation
+    (share / saturation).
+
+    The one rule for what a placement costs at a load: the planner's plans, the operator's status and its
+    measured-power correction all call it."""
+    capacity = sum(g.capacity_rps * g.replicas for g in groups)
+    out = []
+    for g in groups:
+        if g.replicas <= 0:
+            out.append(ZERO)
+            continue
+        share = demand_rps * (g.capacity_rps / capacity) / g.replicas if capacity > 0 else 0.0
+        utilisation = share / g.saturation_rps if g.saturation_rps > 0 else 0.0
+        replica = g.economics.replica_cost(g.tensor_parallel, utilisation, at)
+        if g.power_factor != 1.0:
+            replica = CostBreakdown(replica.hardware_usd_per_hour, replica.energy_usd_per_hour * g.power_factor,
+                                    replica.power_watts * g.power_factor)
+        out.append(replica.scaled(g.replicas))
+    return out
+
+
+def serving_cost(demand_rps: float, groups: list[ReplicaGroup], at: datetime) -> CostBreakdown:
+    """The sum of :func:`serving_costs`."""
+    total = ZERO
+    for cost in serving_costs(demand_rps, groups, at):
+        total = total + cost
+    return total

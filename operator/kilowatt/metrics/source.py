@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from kilowatt.api.v1alpha1 import InferenceService
 
 
 @dataclass(frozen=True)
@@ -13,6 +16,12 @@ class ServiceRef:
     percentile: float  # the SLO's percentile: latency is read at it
     ttft_seconds: float  # SLO targets, for attainment
     tpot_seconds: float
+
+    @classmethod
+    def of(cls, service: InferenceService) -> ServiceRef:
+        slo = service.spec.slo
+        return cls(service.metadata.namespace or "default", service.metadata.name, slo.percentile,
+                   slo.ttft_milliseconds / 1000, slo.tpot_milliseconds / 1000)
 
     @property
     def key(self) -> str:

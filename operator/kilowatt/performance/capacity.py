@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property, lru_cache
+from functools import cached_property
 from importlib import resources
 
 from kilowatt.performance.hardware import GIB, GPU
 from kilowatt.performance.shapes import ModelShape
+from kilowatt.slo import within_slo
 
 
 @dataclass(frozen=True)
@@ -78,17 +79,20 @@ class Calibration:
         return dict(self.step_overhead_by_gpu).get(gpu_model, self.step_overhead_seconds)
 
 
-_DEFAULT: Calibration | None = None
+def _shipped_calibration() -> Calibration:
+    try:
+        return Calibration.load()
+    except FileNotFoundError:
+        return Calibration()
+
+
+# Read once at import: a frozen value, not a cache (no one can change it, so no one can see a stale copy).
+DEFAULT_CALIBRATION = _shipped_calibration()
 
 
 def default_calibration() -> Calibration:
-    global _DEFAULT
-    if _DEFAULT is None:
-        try:
-            _DEFAULT = Calibration.load()
-        except FileNotFoundError:
-            _DEFAULT = Calibration()
-    return _DEFAULT
+    """The calibration shipped in kilowatt/data/calibration.json (the code's defaults where it is missing)."""
+    return DEFAULT_CALIBRATION
 
 
 def _tail(percentile: float) -> float:
@@ -143,7 +147,8 @@ class CapacityModel:
 
     # -- time -----------------------------------------------------------------------------------------------------
     @cached_property
-    def _allreduce_seconds(self) -> float:
+    def allreduce_seconds(self) -> float:
+        """Per engine step: two all-reduces per layer across the k GPUs (0 at k = 1)."""
         k = self.tensor_parallel
         if k == 1:
             return 0.0
@@ -151,29 +156,29 @@ class CapacityModel:
         per = c.allreduce_nvlink_seconds if self.gpu.nvlink else c.allreduce_pcie_seconds
         return 2.0 * self.shape.resolved_layers * per * math.log2(k)
 
-    def _step_pieces(self, context_tokens: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    def step_pieces(self, context_tokens: float) -> tuple[tuple[float, float], tuple[float, float]]:
         """Decode step time as max of two affine functions of the batch: (intercept, slope) for memory, compute."""
         c, g, s = self.calibration, self.gpu, self.shape
-        bandwidth = self._bandwidth
-        fixed = c.step_overhead_for(g.model) + self._allreduce_seconds
+        bandwidth = self.bandwidth_bytes_per_second
+        fixed = c.step_overhead_for(g.model) + self.allreduce_seconds
         memory = (fixed + s.weight_bytes / bandwidth, context_tokens * s.kv_bytes_per_token / bandwidth)
         compute = (fixed, s.flops_per_token / (c.flops_efficiency * g.flops_per_second * self.tensor_parallel))
         return (memory[0], memory[1] + c.per_sequence_seconds), (compute[0], compute[1] + c.per_sequence_seconds)
 
     @cached_property
-    def _bandwidth(self) -> float:
+    def bandwidth_bytes_per_second(self) -> float:
         """Effective bytes/s of k GPUs streaming their shards."""
         c, k = self.calibration, self.tensor_parallel
         return c.bandwidth_efficiency * self.gpu.bandwidth_bytes_per_second * k * c.tensor_parallel_efficiency ** math.log2(k)
 
     def step_seconds(self, batch: float, context_tokens: float) -> float:
-        return max(a + b * batch for a, b in self._step_pieces(context_tokens))
+        return max(a + b * batch for a, b in self.step_pieces(context_tokens))
 
     def prefill_seconds(self, prompt_tokens: float) -> float:
         c, k, g, s = self.calibration, self.tensor_parallel, self.gpu, self.shape
         compute = prompt_tokens * s.flops_per_token / (c.flops_efficiency * g.flops_per_second * k)
-        weights = s.weight_bytes / self._bandwidth
-        return c.step_overhead_for(g.model) + self._allreduce_seconds + max(compute, weights)
+        weights = s.weight_bytes / self.bandwidth_bytes_per_second
+        return c.step_overhead_for(g.model) + self.allreduce_seconds + max(compute, weights)
 
     def _prefill_share(self, load_rps: float, mix: TokenMix) -> float:
         c = self.calibration
@@ -190,7 +195,7 @@ class CapacityModel:
         q = load_rps * mix.output_tokens / (1.0 - rho)
         context = mix.input_tokens + mix.output_tokens / 2.0
         batch = 0.0
-        for a, b in self._step_pieces(context):
+        for a, b in self.step_pieces(context):
             if q * b >= 1.0:
                 return None
             batch = max(batch, q * a / (1.0 - q * b))
@@ -201,7 +206,15 @@ class CapacityModel:
         return self._saturation(mix)
 
     def _saturation(self, mix: TokenMix) -> float:
-        return _saturation_cached(self, mix)
+        # Memoised on this (frozen) model: the SLO search asks for it at every probe.
+        found = self._saturation_by_mix.get(mix)
+        if found is None:
+            found = self._saturation_by_mix[mix] = self._solve_saturation(mix)
+        return found
+
+    @cached_property
+    def _saturation_by_mix(self) -> dict[TokenMix, float]:
+        return {}
 
     def _solve_saturation(self, mix: TokenMix) -> float:
         if not self.fits() or self.batch_limit(mix) < 1.0:
@@ -251,7 +264,7 @@ class CapacityModel:
 
         def ok(load: float) -> bool:
             p = self.at_load(load, mix, percentile)
-            return not p.saturated and p.ttft_p_seconds <= ttft_seconds and p.tpot_p_seconds <= tpot_seconds
+            return not p.saturated and within_slo(p.ttft_p_seconds, p.tpot_p_seconds, ttft_seconds, tpot_seconds)
 
         if not ok(saturation * 1e-6):
             return 0.0
@@ -260,8 +273,3 @@ class CapacityModel:
             mid = (low + high) / 2.0
             low, high = (mid, high) if ok(mid) else (low, mid)
         return low
-
-
-@lru_cache(maxsize=65536)
-def _saturation_cached(model: CapacityModel, mix: TokenMix) -> float:
-    return model._solve_saturation(mix)

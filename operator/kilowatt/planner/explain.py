@@ -6,23 +6,22 @@ import math
 from datetime import datetime
 
 from kilowatt.economics.cost import CostBreakdown
+from kilowatt.planner.cost import served_cost
 from kilowatt.planner.options import Option
+from kilowatt.planner.reasons import Binding
 from kilowatt.planner.snapshot import ServiceState
-from kilowatt.planner.types import Alternative, Placement
+from kilowatt.planner.types import Alternative, Placement, replica_label
 
 
 def alternatives(service: ServiceState, options: list[Option], at: datetime) -> list[tuple[str, float]]:
     """Every single-pool way to serve the target alone: (description, USD/h), cheapest first."""
-    from kilowatt.planner.milp import served_cost  # local: milp imports this module
-
     out = []
     for o in options:
         n = max(service.floor_replicas, math.ceil(service.target_rps / o.capacity_rps - 1e-9))
         if n > service.max_replicas or n * o.tensor_parallel > o.pool.gpus_max:
             continue
-        tp = f"(tp{o.tensor_parallel})" if o.tensor_parallel > 1 else ""
         cost = served_cost(service, [(o, n)], at).total_usd_per_hour if n else 0.0
-        out.append((f"{n}×{o.pool.gpu.model}{tp} on {o.pool.name}", cost))
+        out.append((f"{replica_label(n, o.pool.gpu.model, o.tensor_parallel)} on {o.pool.name}", cost))
     return sorted(out, key=lambda a: a[1])
 
 
@@ -31,17 +30,15 @@ def reason_for(
     placement: tuple[Placement, ...],
     cost: CostBreakdown,
     alts: list[tuple[str, float]],
-    binding: str | None,
+    binding: Binding | None,
 ) -> tuple[str, Alternative | None]:
     # "3×RTX-4090(tp4)": three replicas of four GPUs each, as the alternatives are written.
-    summary = " ".join(f"{p.replicas}×{p.gpu_model}" + (f"(tp{p.tensor_parallel})" if p.tensor_parallel > 1 else "")
-                       for p in placement) or "no replicas"
+    summary = " ".join(replica_label(p.replicas, p.gpu_model, p.tensor_parallel) for p in placement) or "no replicas"
     slo = f"TTFT {service.ttft_seconds * 1000:g} ms / TPOT {service.tpot_seconds * 1000:g} ms at p{service.percentile:g}"
-    chosen = {f"{p.replicas}×{p.gpu_model}" + (f"(tp{p.tensor_parallel})" if p.tensor_parallel > 1 else "")
-              + f" on {p.pool}" for p in placement}
+    chosen = {f"{replica_label(p.replicas, p.gpu_model, p.tensor_parallel)} on {p.pool}" for p in placement}
     others = [a for a in alts if a[0] not in chosen or len(placement) != 1]
     next_best = Alternative(*others[0]) if others else None
-    if binding:
+    if binding is not None:
         return f"{summary} is the most that can run: {binding}; {service.target_rps:.2f} req/s needed.", next_best
     if not placement:
         return f"no traffic and scale-to-zero on: nothing runs ({slo}).", next_best

@@ -28,14 +28,14 @@ import highspy
 import numpy as np
 from scipy.sparse import coo_matrix
 
-from kilowatt.economics.cost import ZERO, CostBreakdown
-from kilowatt.performance.capacity import Calibration
+from kilowatt.planner.cost import served_cost
 from kilowatt.planner.explain import alternatives, reason_for
-from kilowatt.planner.options import Option, options_for
+from kilowatt.planner.options import CapacityTable, Option, options_for
+from kilowatt.planner.reasons import Binding, FullPool, MaxReplicasReached, NoPoolFits, PoolsFull, SolverLimit
 from kilowatt.planner.snapshot import ServiceState, Snapshot
 from kilowatt.planner.types import Placement, Plan, PoolUsage, ServicePlan
 
-SOLVER_TIME_LIMIT_SECONDS = 0.8
+PLANNER_BUDGET_SECONDS = 0.8  # the default for one plan, wherever it runs (operator, twin, CLI)
 MIN_SEARCH_SECONDS = 0.1
 RELAXATION_RESERVE = 0.1  # share of each pool kept free in the relaxation, for rounding up
 # Above this, branch-and-bound found nothing better than the rounded start within a second in our benchmark
@@ -52,15 +52,16 @@ def _gap(n_options: int) -> float:
 
 def plan(
     snapshot: Snapshot,
-    calibration: Calibration | None = None,
-    time_limit_seconds: float = SOLVER_TIME_LIMIT_SECONDS,
+    capacity: CapacityTable | None = None,
+    time_limit_seconds: float = PLANNER_BUDGET_SECONDS,
     exact: bool = False,
 ) -> Plan:
     """Plan every service on every pool. ``time_limit_seconds`` bounds the whole call on large programs;
-    ``exact`` runs full branch-and-bound (presolve on) until the gap closes or the limit — for reference solves."""
+    ``exact`` runs full branch-and-bound (presolve on) until the gap closes or the limit — for reference solves.
+    ``capacity``: the caller's table of per-replica capacities, kept between plans (a fresh one without)."""
     started = time.perf_counter()
     by_service: dict[str, list[Option]] = {
-        s.key: options_for(s, snapshot.pools, snapshot.at, calibration) for s in snapshot.services
+        s.key: options_for(s, snapshot.pools, snapshot.at, capacity) for s in snapshot.services
     }
     options = [o for s in snapshot.services for o in by_service[s.key]]
     budget = max(0.05, time_limit_seconds - (time.perf_counter() - started))
@@ -358,7 +359,7 @@ def _assemble(
         cost = served_cost(s, [(o, n) for o, n in chosen if n > 0], snapshot.at)
         capacity = sum(p.replicas * p.capacity_rps for p in placement)
         unmet = max(0.0, s.target_rps - capacity)
-        binding = None
+        binding: Binding | None = None
         replicas = sum(p.replicas for p in placement)
         if unmet > 1e-6 * max(1.0, s.target_rps) or replicas < min(s.floor_replicas, s.max_replicas):
             binding = _binding(s, by_service[s.key], replicas, used, snapshot)
@@ -372,34 +373,17 @@ def _assemble(
     return Plan(not problems, tuple(service_plans), pools, seconds, tuple(problems), gap)
 
 
-def served_cost(service: ServiceState, chosen: list[tuple[Option, int]], at) -> CostBreakdown:
-    """Cost per hour with the demand shared across replicas in proportion to their capacity."""
-    capacity = sum(o.capacity_rps * n for o, n in chosen)
-    total = ZERO
-    for o, n in chosen:
-        share = service.demand_rps * (o.capacity_rps / capacity) / n if capacity > 0 else 0.0
-        utilisation = share / o.saturation_rps if o.saturation_rps > 0 else 0.0
-        total = total + o.pool.economics.replica_cost(o.tensor_parallel, utilisation, at).scaled(n)
-    return total
-
-
 def _binding(
     s: ServiceState, options: list[Option], replicas: int, used: dict[str, int], snapshot: Snapshot
-) -> str:
+) -> Binding:
     if not options:
-        allowed = ", ".join(s.allowed_pools) if s.allowed_pools else "any pool"
-        return (
-            f"no allowed pool ({allowed}) fits {s.shape.parameters_billion:g}B {s.shape.dtype} within "
-            f"TTFT {s.ttft_seconds * 1000:g} ms / TPOT {s.tpot_seconds * 1000:g} ms at p{s.percentile:g}"
-        )
+        return NoPoolFits(s.allowed_pools, s.shape.parameters_billion, s.shape.dtype, s.ttft_seconds,
+                          s.tpot_seconds, s.percentile)
     if replicas >= s.max_replicas:
-        return f"replicas.max ({s.max_replicas}) reached"
-    full = []
-    for o in options:
-        pool = o.pool
-        if used[pool.name] + o.tensor_parallel > pool.gpus_max:
-            full.append(f"pool {pool.name} full: {used[pool.name]}/{pool.gpus_max} GPUs")
-    return "; ".join(full) if full else "solver limit reached"
+        return MaxReplicasReached(s.max_replicas)
+    full = tuple(FullPool(o.pool.name, used[o.pool.name], o.pool.gpus_max) for o in options
+                 if used[o.pool.name] + o.tensor_parallel > o.pool.gpus_max)
+    return PoolsFull(full) if full else SolverLimit()
 
 
 def replicas_needed(target_rps: float, capacity_rps: float) -> int:

@@ -38,23 +38,26 @@ def _rounded_mix(mix: TokenMix) -> TokenMix:
     return TokenMix(r(mix.input_tokens), r(mix.output_tokens))
 
 
-class _CapacityCache:
-    """(req/s within SLO, saturation req/s) by service traffic shape, then by GPU, degree and correction.
+class CapacityTable:
+    """(req/s within SLO, saturation req/s) of one replica, remembered for one calibration.
 
-    Two levels so a plan over S services x P pools hashes each service's key once, not S x P x k times;
-    bounded by clearing when it grows past ``limit`` service shapes (they rarely change between periods).
+    Owned by whoever plans (the operator's Decider, a twin policy, a benchmark), never a module global: two
+    calibrations never share figures. Two levels so a plan over S services x P pools hashes each service's key
+    once, not S x P x k times; bounded by clearing when it grows past ``limit`` service shapes (they rarely
+    change between periods).
     """
 
-    def __init__(self, limit: int = 20000) -> None:
-        self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}
+    def __init__(self, calibration: Calibration | None = None, limit: int = 20000) -> None:
+        self.calibration = calibration or default_calibration()
         self.limit = limit
+        self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}
 
-    def cache_clear(self) -> None:
+    def clear(self) -> None:
         self._by_service.clear()
 
-    def table(self, service: ServiceState, calibration: Calibration) -> dict[tuple, tuple[float, float]]:
+    def _table(self, service: ServiceState) -> dict[tuple, tuple[float, float]]:
         key = (service.shape, _rounded_mix(service.mix), service.ttft_seconds, service.tpot_seconds,
-               service.percentile, id(calibration))
+               service.percentile)
         table = self._by_service.get(key)
         if table is None:
             if len(self._by_service) >= self.limit:
@@ -62,59 +65,60 @@ class _CapacityCache:
             table = self._by_service[key] = {}
         return table
 
+    def replica(self, service: ServiceState, pool: PoolState, tensor_parallel: int) -> tuple[float, float]:
+        """(req/s within the SLO, saturation req/s) of one replica of ``service`` on ``pool`` at degree k."""
+        table = self._table(service)
+        factors = service.correction_on(pool.name)
+        key = (pool.gpu, tensor_parallel, factors)
+        found = table.get(key)
+        if found is None:
+            found = table[key] = _replica_capacity(service, pool, tensor_parallel, self.calibration)
+        return found
 
-_capacity = _CapacityCache()
+
+def _replica_capacity(service: ServiceState, pool: PoolState, tensor_parallel: int,
+                      calibration: Calibration) -> tuple[float, float]:
+    model = CapacityModel(service.shape, pool.gpu, tensor_parallel, calibration).corrected(
+        *service.correction_on(pool.name))
+    if not model.fits():
+        return 0.0, 0.0
+    mix = _rounded_mix(service.mix)
+    return (model.max_rps_within_slo(mix, service.ttft_seconds, service.tpot_seconds, service.percentile),
+            model.saturation_rps(mix))
 
 
 def replica_capacity(
-    service: ServiceState,
-    pool: PoolState,
-    tensor_parallel: int,
-    calibration: Calibration | None = None,
-    table: dict[tuple, tuple[float, float]] | None = None,
+    service: ServiceState, pool: PoolState, tensor_parallel: int, capacity: CapacityTable | None = None
 ) -> tuple[float, float]:
-    """(req/s within the SLO, saturation req/s) of one replica of ``service`` on ``pool`` at degree k."""
-    calibration = calibration or default_calibration()
-    if table is None:
-        table = _capacity.table(service, calibration)
-    factors = service.correction_on(pool.name)
-    key = (pool.gpu, tensor_parallel, factors)
-    found = table.get(key)
-    if found is None:
-        model = CapacityModel(service.shape, pool.gpu, tensor_parallel, calibration).corrected(*factors)
-        if not model.fits():
-            found = (0.0, 0.0)
-        else:
-            mix = _rounded_mix(service.mix)
-            found = (model.max_rps_within_slo(mix, service.ttft_seconds, service.tpot_seconds, service.percentile),
-                     model.saturation_rps(mix))
-        table[key] = found
-    return found
+    """(req/s within the SLO, saturation req/s) of one replica of ``service`` on ``pool`` at degree k, from
+    ``capacity`` (remembered there) or, without one, computed afresh with the shipped calibration."""
+    if capacity is not None:
+        return capacity.replica(service, pool, tensor_parallel)
+    return _replica_capacity(service, pool, tensor_parallel, default_calibration())
 
 
 def options_for(
-    service: ServiceState, pools: tuple[PoolState, ...], at: datetime, calibration: Calibration | None = None
+    service: ServiceState, pools: tuple[PoolState, ...], at: datetime, capacity: CapacityTable | None = None
 ) -> list[Option]:
     out = []
-    calibration = calibration or default_calibration()
-    table = _capacity.table(service, calibration)
+    capacity = capacity or CapacityTable()
     for pool in pools:
         if not service.may_use(pool.name):
             continue
         candidates = []
         profiles = dict(service.profile_on(pool.name))
         for k in pool.tensor_parallel_degrees:
-            capacity, saturation = replica_capacity(service, pool, k, calibration, table)
+            within, saturation = capacity.replica(service, pool, k)
             from_profile = k in profiles
             if from_profile:
                 # A measured profile overrides the prior; the correction still applies to it.
-                capacity = profiles[k] / max(service.correction_on(pool.name))
-                saturation = max(saturation, capacity)
-            if capacity < MIN_CAPACITY_RPS:
+                within = profiles[k] / max(service.correction_on(pool.name))
+                saturation = max(saturation, within)
+            if within < MIN_CAPACITY_RPS:
                 continue
-            utilisation = capacity / (1.0 + service.burst_headroom) / max(saturation, capacity)
+            utilisation = within / (1.0 + service.burst_headroom) / max(saturation, within)
             cost = pool.economics.replica_cost(k, utilisation, at)
-            candidates.append(Option(service.key, pool, k, capacity, saturation, cost, from_profile))
+            candidates.append(Option(service.key, pool, k, within, saturation, cost, from_profile))
         if not candidates:
             continue
         best = min(candidates, key=lambda o: (o.usd_per_rps_hour, o.tensor_parallel))

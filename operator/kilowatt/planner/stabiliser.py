@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
+from kilowatt.planner.reasons import DownWindow, StepHold, UpBounded, WaitingForReady
+
 
 @dataclass(frozen=True)
 class ScalingPolicy:
@@ -24,16 +26,18 @@ class ScalingPolicy:
 
 
 @dataclass(frozen=True)
-class PoolReplicas:
+class PoolUnits:
+    """What runs on one pool now, in the stabiliser's unit: replicas, or GPUs when it is told ``units``."""
+
     desired: int  # what the Deployment asks for now
     ready: int  # what serves now
-    capacity_rps: float  # per replica, within the SLO
+    capacity_rps_per_unit: float  # within the SLO
 
 
 @dataclass(frozen=True)
 class Step:
-    replicas: dict[str, int]
-    notes: tuple[str, ...] = ()
+    units: dict[str, int]  # pool -> replicas (or GPUs, when the step was asked in GPUs)
+    holds: tuple[StepHold, ...] = ()
 
 
 @dataclass
@@ -47,14 +51,15 @@ class Stabiliser:
         self,
         service: str,
         recommended: dict[str, int],
-        current: dict[str, PoolReplicas],
-        demand_rps: float,
+        current: dict[str, PoolUnits],
+        served_rps: float,
         now_seconds: float,
         policy: ScalingPolicy,
         units: dict[str, int] | None = None,
     ) -> Step:
-        """``units``: when counts are GPUs rather than replicas, the GPUs of one replica per pool; the step
-        bounds (in replicas) are scaled by it and the notes say GPUs."""
+        """``served_rps``: the traffic the ready capacity serves now (what a scale-down may not cut below).
+        ``units``: when counts are GPUs rather than replicas, the GPUs of one replica per pool; the step
+        bounds (in replicas) are scaled by it and the holds say GPUs."""
         history = self._history[service]
         unit = lambda p: (units or {}).get(p, 1)  # noqa: E731
         what = " GPUs" if units else ""
@@ -67,16 +72,16 @@ class Stabiliser:
 
         pools = set(recommended) | set(current)
         out: dict[str, int] = {}
-        notes: list[str] = []
+        holds: list[StepHold] = []
         for pool in sorted(pools):
-            now = current.get(pool, PoolReplicas(0, 0, 0.0)).desired
+            now = current.get(pool, PoolUnits(0, 0, 0.0)).desired
             want = recommended.get(pool, 0)
             if want > now:
                 window = [r.get(pool, 0) for t, r in history if t >= now_seconds - policy.scale_up_window_seconds]
                 target = max(now, min(window) if window else want)
                 out[pool] = min(target, now + policy.max_scale_up_step * unit(pool))
                 if out[pool] < want:
-                    notes.append(f"{pool}: up {now}→{out[pool]} of {want}{what} (step or window bound)")
+                    holds.append(UpBounded(pool, now, out[pool], want, what))
             elif want < now:
                 window = [r.get(pool, 0) for t, r in history if t >= now_seconds - policy.scale_down_window_seconds]
                 # Only a recommendation that has held for the whole window counts: history must reach back.
@@ -84,23 +89,22 @@ class Stabiliser:
                 target = max(window) if covered else now
                 out[pool] = max(min(now, target), now - policy.max_scale_down_step * unit(pool))
                 if out[pool] > want:
-                    notes.append(f"{pool}: down {now}→{out[pool]} of {want}{what} (waiting out the "
-                                 f"{policy.scale_down_window_seconds:g}s window or step bound)")
+                    holds.append(DownWindow(pool, now, out[pool], want, policy.scale_down_window_seconds, what))
             else:
                 out[pool] = now
 
         # Never remove ready capacity the current traffic needs while other replicas are still starting.
         def ready_capacity(plan: dict[str, int]) -> float:
-            return sum(min(plan.get(p, 0), c.ready) * c.capacity_rps for p, c in current.items())
+            return sum(min(plan.get(p, 0), c.ready) * c.capacity_rps_per_unit for p, c in current.items())
 
         for pool in sorted(pools):
             c = current.get(pool)
             if c is None or out[pool] >= c.desired:
                 continue
             held = out[pool]
-            while held < c.desired and ready_capacity({**out, pool: held}) < demand_rps:
+            while held < c.desired and ready_capacity({**out, pool: held}) < served_rps:
                 held = min(c.desired, held + unit(pool))
             if held > out[pool]:
-                notes.append(f"{pool}: holding {held}{what} (not {out[pool]}) until new replicas are ready")
+                holds.append(WaitingForReady(pool, held, out[pool], what))
                 out[pool] = held
-        return Step(out, tuple(notes))
+        return Step(out, tuple(holds))

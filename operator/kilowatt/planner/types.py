@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kilowatt.economics.cost import CostBreakdown
+from kilowatt.planner.reasons import Binding
+
+
+def replica_label(replicas: int, gpu_model: str, tensor_parallel: int) -> str:
+    """``3×RTX-4090(tp4)``: three replicas of four GPUs each; the degree is left out at 1."""
+    return f"{replicas}×{gpu_model}" + (f"(tp{tensor_parallel})" if tensor_parallel > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class ServicePlan:
     reason: str
     next_best: Alternative | None = None
     unmet_rps: float = 0.0
-    binding: str | None = None
+    binding: Binding | None = None  # what left demand unmet or replicas below the floor
     planned_usd_per_hour: float = 0.0  # the objective's view: per-replica cost at the planned utilisation
 
     @property
@@ -45,8 +51,7 @@ class ServicePlan:
 
     def summary(self) -> str:
         """``3×RTX-4090 1×H100-SXM``, or ``0`` when nothing runs."""
-        parts = [f"{p.replicas}×{p.gpu_model}" + (f"(tp{p.tensor_parallel})" if p.tensor_parallel > 1 else "")
-                 for p in self.placement if p.replicas > 0]
+        parts = [replica_label(p.replicas, p.gpu_model, p.tensor_parallel) for p in self.placement if p.replicas > 0]
         return " ".join(parts) or "0"
 
 
@@ -118,7 +123,8 @@ class Plan:
                         else None
                     ),
                     "unmetRps": round(s.unmet_rps, 6),
-                    "binding": s.binding,
+                    "binding": str(s.binding) if s.binding is not None else None,
+                    "bindingKind": s.binding.kind if s.binding is not None else None,
                 }
                 for s in self.services
             ],

@@ -24,8 +24,9 @@ from kilowatt.economics.cost import WATTS_PER_KILOWATT
 from kilowatt.economics.prices import PriceSource
 from kilowatt.metrics.source import Observations, PoolLatency, PoolObservation, ServiceObservation, ServiceRef
 from kilowatt.performance import CapacityModel, TokenMix
-from kilowatt.planner.options import replica_capacity
+from kilowatt.planner.options import CapacityTable, replica_capacity
 from kilowatt.planner.snapshot import CurrentPlacement, PoolState
+from kilowatt.slo import within_slo
 from kilowatt.state import gpu_of, pool_state, service_state
 from kilowatt.twin.engine import EngineTimes, Ledger, Replica
 from kilowatt.twin.workload import Workload
@@ -90,6 +91,7 @@ class DataPlane:
                        float(np.mean(workload.output_tokens)) if len(workload) else 200.0)
         self.mix = mix
         self._state = service_state(service, 0.0, mix)
+        self.capacity = CapacityTable()  # per-replica capacities of this run's service, shared with its policies
 
     # -- what runs ------------------------------------------------------------------------------------------------
     def at(self, t_s: float) -> datetime:
@@ -116,7 +118,7 @@ class DataPlane:
         if key not in self._engines:
             p = self.pools[pool]
             model = CapacityModel(self._state.shape, gpu_of(p), tp)
-            within, saturation = replica_capacity(self._state, self.pool_state(pool), tp)
+            within, saturation = replica_capacity(self._state, self.pool_state(pool), tp, self.capacity)
             self._engines[key] = (EngineTimes.of(model), within, saturation)
         return self._engines[key]
 
@@ -279,6 +281,21 @@ class DataPlane:
         """Requests not yet admitted: at the gateway and in replicas' queues (vLLM's num_requests_waiting)."""
         return len(self.gateway) + sum(len(r.queue) for rs in self.replicas.values() for r in rs)
 
+    def finished_in_window(self) -> np.ndarray:
+        """Indices of the requests that finished within the metrics window (what a rate over it would count)."""
+        return np.concatenate([d for _, d in self._recent]) if self._recent else np.zeros(0, dtype=np.int64)
+
+    @property
+    def power_by_pool_watts(self) -> dict[str, float]:
+        """GPU board power per pool over the last ``advance``, as DCGM would report it (PUE not included)."""
+        return dict(self._power_by_pool)
+
+    def warm_start(self) -> None:
+        """What runs now was already serving before the trace began: ready, and charged from t = 0."""
+        for replicas in self.replicas.values():
+            for r in replicas:
+                r.ready_at = r.t = r.created_at = r.charged_until = 0.0
+
     def finished_last_period(self) -> np.ndarray:
         """Indices of the requests that finished in the last ``advance``."""
         return self._recent[-1][1] if self._recent else np.zeros(0, dtype=np.int64)
@@ -298,11 +315,11 @@ class SimulatedMetrics:
 
     def observe(self, services: list[ServiceRef], node_pools: dict[str, str], price_queries: list[str]) -> Observations:
         plane = self.plane
-        done = np.concatenate([d for _, d in plane._recent]) if plane._recent else np.zeros(0, dtype=np.int64)
+        done = plane.finished_in_window()
         at = plane.at(plane.now)
         prices = {q: plane.pool_state(pool).economics.price.usd_per_kwh(at) for q, pool in self.price_queries.items()
                   if q in price_queries}
-        pools = {p: PoolObservation(w, None) for p, w in plane._power_by_pool.items()}
+        pools = {p: PoolObservation(w, None) for p, w in plane.power_by_pool_watts.items()}
         out = Observations(available=True, pools=pools, prices_usd_per_kwh=prices)
         window = min(plane.metrics_window, max(plane.now, 1e-9))
         for ref in services:
@@ -318,7 +335,7 @@ def observation(plane: DataPlane, done: np.ndarray, window_s: float, ref: Servic
     q = ref.percentile
     ttft, tpot = ledger.ttft_s[done], ledger.tpot_s[done]
     has_tpot = ~np.isnan(tpot)
-    ok = (ttft <= ref.ttft_seconds) & (~has_tpot | (tpot <= ref.tpot_seconds))
+    ok = within_slo(ttft, tpot, ref.ttft_seconds, ref.tpot_seconds)
     by_pool = {}
     pools = ledger.pool[done]
     for name, i in plane.pool_index.items():

@@ -43,8 +43,8 @@ class EngineTimes:
     @classmethod
     def of(cls, model: CapacityModel) -> EngineTimes:
         c, s, g, k = model.calibration, model.shape, model.gpu, model.tensor_parallel
-        (mem_a, _), (comp_a, comp_b) = model._step_pieces(0.0)
-        bandwidth = model._bandwidth
+        (mem_a, _), (comp_a, comp_b) = model.step_pieces(0.0)
+        bandwidth = model.bandwidth_bytes_per_second
         compute = c.flops_efficiency * g.flops_per_second * k
         return cls(
             fixed_memory_seconds=mem_a,
@@ -52,7 +52,7 @@ class EngineTimes:
             fixed_compute_seconds=comp_a,
             compute_seconds_per_sequence=comp_b - c.per_sequence_seconds,
             per_sequence_seconds=c.per_sequence_seconds,
-            prefill_fixed_seconds=c.step_overhead_for(g.model) + model._allreduce_seconds,
+            prefill_fixed_seconds=c.step_overhead_for(g.model) + model.allreduce_seconds,
             prefill_seconds_per_token=s.flops_per_token / compute,
             prefill_floor_seconds=s.weight_bytes / bandwidth,
             ttft_overhead_seconds=c.ttft_overhead_seconds,

@@ -23,22 +23,16 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, ScalingMode
-from kilowatt.decide import Decider
+from kilowatt.decide import Decider, ServiceInput
 from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef
 from kilowatt.performance import TokenMix
-from kilowatt.planner import Snapshot, plan
+from kilowatt.planner import PLANNER_BUDGET_SECONDS, Snapshot, plan
 from kilowatt.planner.options import replica_capacity
 from kilowatt.state import service_state
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
 
 Desired = dict[str, tuple[int, int]]  # pool -> (replicas, tensor-parallel degree)
 POLICIES = ("kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "lower-bound")
-
-
-def ref_of(svc: InferenceService) -> ServiceRef:
-    slo = svc.spec.slo
-    return ServiceRef(svc.metadata.namespace, svc.metadata.name, slo.percentile, slo.ttft_milliseconds / 1000,
-                      slo.tpot_milliseconds / 1000)
 
 
 class Policy:
@@ -56,7 +50,7 @@ class KilowattPolicy(Policy):
     name = "kilowatt"
 
     def __init__(self, service: InferenceService, pools: list[AcceleratorPool], price_queries: dict[str, str],
-                 planner_budget_seconds: float = 0.8) -> None:
+                 planner_budget_seconds: float = PLANNER_BUDGET_SECONDS) -> None:
         self.service = service
         self.pools = {p.name: p for p in pools}
         self.price_queries = price_queries
@@ -70,15 +64,14 @@ class KilowattPolicy(Policy):
 
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane, svc = self.plane, self.service
-        ref = ref_of(svc)
-        obs = self.metrics.observe([ref], {}, list(self.price_queries))
+        obs = self.metrics.observe([ServiceRef.of(svc)], {}, list(self.price_queries))
         if initial_rps is not None:
             # Before the run: the service was already serving this rate (the same warm start every policy gets).
             obs = Observations(True, services={svc.key: ServiceObservation(
                 initial_rps, plane.mix.input_tokens, plane.mix.output_tokens, None, None, None)})
         pool_states = {name: plane.pool_state(name) for name in self.pools}
-        decided = self.decider.decide(plane.at(plane.now), plane.now, [svc], self.pools, pool_states,
-                                      {svc.key: plane.placement()}, obs)
+        item = ServiceInput.of(svc, plane.placement(), obs.services.get(svc.key) if obs.available else None)
+        decided = self.decider.decide(plane.at(plane.now), plane.now, [item], self.pools, pool_states)
         d = decided.decisions[svc.key]
         if d.changed:
             self.decisions += 1
@@ -92,7 +85,7 @@ def _best_degree(plane: DataPlane, pool: str, mix: TokenMix | None = None) -> tu
     ps = plane.pool_state(pool)
     best = (1, 0.0, 0.0)
     for k in ps.tensor_parallel_degrees:
-        within, saturation = replica_capacity(state, ps, k)
+        within, saturation = replica_capacity(state, ps, k, plane.capacity)
         if within > 0 and (best[1] == 0 or within / k > best[1] / best[0]):
             best = (k, within, saturation)
     return best
@@ -123,7 +116,7 @@ class HpaPolicy(Policy):
         if initial_rps is not None:
             rps = initial_rps
         else:
-            data = SimulatedMetrics(plane).observe([ref_of(plane.service)], {}, []).services.get(plane.service.key)
+            data = SimulatedMetrics(plane).observe([ServiceRef.of(plane.service)], {}, []).services.get(plane.service.key)
             if data is None:
                 return {self.pool: (max(n, 1), self.degree)}
             rps = data.requests_per_second
@@ -150,7 +143,7 @@ def _plan_for(plane: DataPlane, rps: float, at_s: float, headroom: float | None 
     if headroom is not None:
         state = replace(state, burst_headroom=headroom)
     pools = tuple(plane.pool_state(p) for p in plane.pools)
-    result = plan(Snapshot(plane.at(at_s), pools, (state,)), exact=True, time_limit_seconds=5.0)
+    result = plan(Snapshot(plane.at(at_s), pools, (state,)), plane.capacity, exact=True, time_limit_seconds=5.0)
     placed = {p.pool: (p.replicas, p.tensor_parallel) for p in result.service(state.key).placement}
     return {p: placed.get(p, (0, 1)) for p in plane.pools}
 
@@ -207,7 +200,8 @@ class MelangePolicy(Policy):
             for i, b in enumerate(buckets):
                 mask = self.bucket == b
                 mix = TokenMix(float(w.input_tokens[mask].mean()), float(w.output_tokens[mask].mean()))
-                cap[i, j] = replica_capacity(service_state(plane.service, 0.0, mix), plane.pool_state(pool), k)[0]
+                cap[i, j] = replica_capacity(service_state(plane.service, 0.0, mix), plane.pool_state(pool), k,
+                                             plane.capacity)[0]
         cost = np.array([plane.pool_state(p).economics.replica_cost(degree[p], 0.8, at).total_usd_per_hour
                          for p in pools])
         nb, npool = len(buckets), len(pools)

@@ -16,6 +16,7 @@ from datetime import datetime
 
 import numpy as np
 
+from kilowatt.slo import within_slo
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.economics.prices import PriceSource
 from kilowatt.twin.dataplane import DataPlane, Sample
@@ -78,9 +79,7 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
     policy.bind(plane)
     first_minute = float(np.sum(workload.arrival_s < 60.0)) / min(60.0, workload.duration_s)
     plane.apply(policy.decide(initial_rps=first_minute))
-    for replicas in plane.replicas.values():  # warm start: what ran before the trace is already serving
-        for r in replicas:
-            r.ready_at = r.t = r.created_at = r.charged_until = 0.0
+    plane.warm_start()  # what ran before the trace is already serving
     t = 0.0
     next_report = 0.0
     while t < workload.duration_s:
@@ -105,9 +104,7 @@ def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int =
     finish_s, ttft_s, tpot_s = ledger.finish_s[:n], ledger.ttft_s[:n], ledger.tpot_s[:n]
     finished = ~np.isnan(finish_s)
     has_tpot = ~np.isnan(tpot_s)
-    ttft_ok = ttft_s <= slo.ttft_milliseconds / 1000.0
-    tpot_ok = ~has_tpot | (tpot_s <= slo.tpot_milliseconds / 1000.0)
-    ok = finished & ttft_ok & tpot_ok
+    ok = finished & within_slo(ttft_s, tpot_s, slo.ttft_milliseconds / 1000.0, slo.tpot_milliseconds / 1000.0)
     a = plane.accounts
     tokens = float(np.sum(w.input_tokens[finished]) + np.sum(w.output_tokens[finished]))
     # Percentiles over all requests: an unserved one counts as infinitely late.

@@ -1,7 +1,10 @@
 """A soak: many InferenceServices over several pools through a simulated day of changing load, against the real
 kube-apiserver + etcd, with the operator's own control loop on a simulated clock (one call per period, back to
-back). Counts decisions, errors, restarts, API requests per period and memory over time. Used by
-tests/integration/test_soak.py (which asserts on it) and benchmarks/soak.py (which records it).
+back). Counts decisions, errors, restarts, the operator's own API requests per period and memory over time. Used
+by benchmarks/soak.py (which records it) and tests/integration/test_soak.py (which asserts on it).
+
+No kubelet runs: after each period the soak marks every Deployment's replicas ready, through a client of its
+own that is not counted, as a cluster would once the pods start.
 
 Load: every service follows ServeGen's day curve (../shared/data, or a smooth day when absent), scaled by its
 own size and phase-shifted by its namespace's time zone, with ±15 % noise per period. Halfway through the day the
@@ -16,17 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from kubernetes import client, config
 
 from kilowatt.controller.actuator import LABEL_POOL, LABEL_SERVICE
-from kilowatt.controller.loop import ControlLoop, LoopConfig, SimulatedClock
+from kilowatt.clock import SimulatedClock
+from kilowatt.controller.loop import ControlLoop, LoopConfig
 from kilowatt.controller.telemetry import Telemetry
+from kilowatt.demo.controlplane import ControlPlane
 from kilowatt.metrics.source import Observations, ServiceObservation
 from kilowatt.metrics.static import StaticSource
-from kilowatt.testing.controlplane import ControlPlane
-from kilowatt.testing.kubelet import ReadyDeployments
 
 POOLS = [("rtx4090", "RTX-4090", 24, 1008, 165, 450, 0.10, 0.14),
          ("h100", "H100-SXM", 80, 3350, 990, 700, 2.49, 0.10),
@@ -83,15 +87,19 @@ def day_curve(data_dir: Path | None, points: int) -> np.ndarray:
     return curve / curve.mean()
 
 
-def _setup(cp: ControlPlane, n_services: int, n_pools: int) -> tuple:
+def _plain_client(cp: ControlPlane) -> client.ApiClient:
     api = client.ApiClient()
     config.load_kube_config(str(cp.kubeconfig), client_configuration=api.configuration)
-    counting = CountingApi(api.configuration)
+    return api
+
+
+def _setup(cp: ControlPlane, n_services: int, n_pools: int) -> tuple:
+    counting = CountingApi(_plain_client(cp).configuration)
     core, apps, custom = client.CoreV1Api(counting), client.AppsV1Api(counting), client.CustomObjectsApi(counting)
     ext = client.ApiextensionsV1Api(counting)
     import yaml
 
-    repo = Path(__file__).resolve().parents[3]
+    repo = Path(__file__).resolve().parents[1]
     for path in sorted((repo / "crds").glob("kilowatt.dev_*.yaml")):
         ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
     import time
@@ -126,6 +134,18 @@ def _setup(cp: ControlPlane, n_services: int, n_pools: int) -> tuple:
     return core, apps, custom, namespaces
 
 
+def mark_ready(apps: Any) -> None:
+    """Every kilowatt Deployment's replicas ready, as kubelets and the Deployment controller would report."""
+    for d in apps.list_deployment_for_all_namespaces(label_selector=LABEL_SERVICE).items:
+        want = d.spec.replicas or 0
+        status = d.status
+        if status and status.ready_replicas == want and status.replicas == want:
+            continue
+        apps.patch_namespaced_deployment_status(d.metadata.name, d.metadata.namespace, {"status": {
+            "replicas": want, "readyReplicas": want, "availableReplicas": want, "updatedReplicas": want,
+            "observedGeneration": d.metadata.generation}})
+
+
 def soak(n_services: int = 500, n_pools: int = 4, periods: int = 96, data_dir: Path | None = None, seed: int = 0,
          progress: Callable[[Period], None] | None = None) -> SoakResult:
     """One simulated day in ``periods`` control periods (96: every 15 minutes)."""
@@ -139,7 +159,7 @@ def soak(n_services: int = 500, n_pools: int = 4, periods: int = 96, data_dir: P
     result = SoakResult(n_services, n_pools)
     with ControlPlane() as cp:
         core, apps, custom, namespaces = _setup(cp, n_services, n_pools)
-        kubelet = ReadyDeployments(apps, interval_seconds=1.0).start()
+        kubelet = client.AppsV1Api(_plain_client(cp))  # not counted: the operator's requests are the figure
         clock = SimulatedClock(datetime(2024, 7, 16, tzinfo=timezone.utc))
         source = StaticSource()
 
@@ -147,29 +167,27 @@ def soak(n_services: int = 500, n_pools: int = 4, periods: int = 96, data_dir: P
             return ControlLoop(core, apps, custom, source, LoopConfig(period_seconds=step_s), Telemetry(), clock)
 
         loop = new_loop()
-        try:
-            for p in range(periods):
-                if p == periods // 2:
-                    loop, result.restarts = new_loop(), result.restarts + 1  # a rolling upgrade mid-day
-                load = base * curve[(p + shift) % periods] * rng.lognormal(0, 0.15, n_services)
-                source.observations = Observations(True, services={
-                    f"{namespaces[i % 10]}/svc{i}": ServiceObservation(
-                        float(load[i]), 300.0, 200.0, 0.2, 0.03, 0.99) for i in range(n_services)})
-                clock.t_s = p * step_s
-                CountingApi.calls = 0
-                started = time.perf_counter()
-                report = loop.run_if_due()
-                wall = time.perf_counter() - started
-                errors = len(report.errors) if report else 1
-                result.error_messages += report.errors if report else ["period not run"]
-                period = Period(clock.t_s / 3600, wall, CountingApi.calls, len(report.decisions) if report else 0,
-                                errors, _rss_mb(), float(load.sum()),
-                                sum(sum(d.values()) for d in report.desired.values()) if report else 0)
-                result.periods.append(period)
-                if progress:
-                    progress(period)
-        finally:
-            kubelet.stop()
+        for p in range(periods):
+            if p == periods // 2:
+                loop, result.restarts = new_loop(), result.restarts + 1  # a rolling upgrade mid-day
+            load = base * curve[(p + shift) % periods] * rng.lognormal(0, 0.15, n_services)
+            source.observations = Observations(True, services={
+                f"{namespaces[i % 10]}/svc{i}": ServiceObservation(
+                    float(load[i]), 300.0, 200.0, 0.2, 0.03, 0.99) for i in range(n_services)})
+            clock.t_s = p * step_s
+            CountingApi.calls = 0
+            started = time.perf_counter()
+            report = loop.run_if_due()
+            wall = time.perf_counter() - started
+            errors = len(report.errors) if report else 1
+            result.error_messages += report.errors if report else ["period not run"]
+            period = Period(clock.t_s / 3600, wall, CountingApi.calls, len(report.decisions) if report else 0,
+                            errors, _rss_mb(), float(load.sum()),
+                            sum(sum(d.values()) for d in report.desired.values()) if report else 0)
+            result.periods.append(period)
+            if progress:
+                progress(period)
+            mark_ready(kubelet)
         deployments = apps.list_deployment_for_all_namespaces(label_selector=LABEL_SERVICE).items
         keys = [(d.metadata.namespace, d.metadata.labels[LABEL_SERVICE], d.metadata.labels[LABEL_POOL])
                 for d in deployments]

@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from kilowatt.testing.controlplane import ControlPlaneError, find_binary, free_port
+from kilowatt.demo.controlplane import ControlPlaneError, find_binary, free_port
 
 
 class PrometheusServer:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kilowatt.testing.controlplane import ControlPlane, ControlPlaneError, cache_bin_dir, find_binary, free_port
+from kilowatt.demo.controlplane import ControlPlane, ControlPlaneError, cache_bin_dir, find_binary, free_port
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 

@@ -1,0 +1,133 @@
+"""Apply: the thin step that writes what deciding and reporting computed — Deployments, status, events.
+
+Remembers what it last wrote (in memory, so a restart writes everything once again) so that a period at steady
+load costs few API requests: status is patched at once when a decision changed and at most every
+``STATUS_REFRESH_SECONDS`` of the loop's clock when only drifting figures (load, cost, power) moved.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kilowatt.api.v1alpha1 import GROUP, VERSION, AcceleratorPool, ScalingMode
+from kilowatt.clock import Clock
+from kilowatt.controller.actuator import Actuator, deployment_manifest
+from kilowatt.controller.conditions import condition_message, conditions_same
+from kilowatt.controller.events import EventRecorder
+from kilowatt.controller.observe import ObservedService
+from kilowatt.controller.status import Event, invalid_conditions
+from kilowatt.controller.telemetry import Telemetry
+from kilowatt.controller.validation import Problem
+from kilowatt.decide import Decision
+
+log = logging.getLogger("kilowatt.apply")
+
+FIGURES = ("observed", "sloAttainment", "costPerHourUsd", "powerWatts")  # drift every period
+STATUS_REFRESH_SECONDS = 30.0
+
+
+class Applier:
+    def __init__(self, core: Any, apps: Any, custom: Any, telemetry: Telemetry, clock: Clock) -> None:
+        self.custom, self.clock, self.telemetry = custom, clock, telemetry
+        self.actuator = Actuator(apps)
+        self.events = EventRecorder(core)
+        self._last_status: dict[str, dict] = {}  # service key -> status as last written
+        self._last_write: dict[str, float] = {}  # service key -> clock.monotonic() of that write
+        self._last_pool_status: dict[str, dict] = {}
+
+    def previous_status(self, item: ObservedService) -> dict:
+        return self._last_status.get(item.key) or dict(item.body.get("status") or {})
+
+    def deployments(self, item: ObservedService, decision: Decision, pools: dict[str, AcceleratorPool],
+                    mode: ScalingMode) -> None:
+        """Server-side apply the Deployments whose replicas or degree change (Active mode only)."""
+        if mode is not ScalingMode.ACTIVE:
+            return
+        current = item.input.current
+        for pool_name, replicas in decision.desired.items():
+            k = decision.tensor_parallel[pool_name]
+            if pool_name in current and current[pool_name].replicas == replicas and \
+                    current[pool_name].tensor_parallel == k:
+                continue
+            if replicas == 0 and pool_name not in current:
+                continue
+            self.actuator.apply(deployment_manifest(item.body, pools[pool_name], replicas, k))
+            self.telemetry.actuations.inc()
+
+    def post(self, body: dict, events: list[Event]) -> None:
+        for e in events:
+            self.events.post(body, e.type, e.reason, e.message)
+
+    def service_status(self, body: dict, status: dict) -> None:
+        """Patch status when a decision changed (placement, conditions, generation) at once; when only the
+        drifting figures changed, at most every STATUS_REFRESH_SECONDS — so 1000 services at steady load do not
+        cost 1000 PATCHes a period."""
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        last = self._last_status.get(key)
+        if last is not None and _decisive(last) == _decisive(status):
+            if all(last.get(k) == status.get(k) for k in FIGURES) and last.get("conditions") == status.get(
+                    "conditions"):
+                return
+            if self.clock.monotonic() - self._last_write.get(key, -float("inf")) < STATUS_REFRESH_SECONDS:
+                return
+        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"], "inferenceservices",
+                                                          meta["name"], {"status": status})
+        self._last_status[key] = status
+        self._last_write[key] = self.clock.monotonic()
+
+    def invalid_service(self, body: dict, problems: list[Problem]) -> None:
+        meta = body["metadata"]
+        text = "; ".join(str(p) for p in problems)
+        status = dict(body.get("status") or {})
+        self._last_status.pop(f"{meta['namespace']}/{meta['name']}", None)
+        if condition_message(status, "Ready") == text:
+            return
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], "inferenceservices", meta["name"],
+            {"status": {"conditions": invalid_conditions(status, text, self.clock.now()),
+                        "observedGeneration": meta.get("generation")}})
+        self.events.post(body, "Warning", "InvalidSpec", text)
+
+    def invalid_pool(self, body: dict, problems: list[Problem]) -> None:
+        text = "; ".join(str(p) for p in problems)
+        status = dict(body.get("status") or {})
+        if condition_message(status, "Ready") == text:
+            return
+        self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "acceleratorpools", body["metadata"]["name"],
+            {"status": {"conditions": invalid_conditions(status, text, self.clock.now(), placed=False)}})
+        self.events.post(body, "Warning", "InvalidSpec", text)
+
+    def previous_pool_status(self, name: str) -> dict:
+        return self._last_pool_status.get(name, {})
+
+    def pool_status(self, pool: AcceleratorPool, status: dict, events: list[Event]) -> None:
+        name = pool.name
+        previous = self._last_pool_status.get(name, {})
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AcceleratorPool",
+                "metadata": {"name": name, "namespace": None, "uid": getattr(pool.metadata, "uid", None)}}
+        self.post(body, events)
+        ready = condition_message(status, "Ready")
+        if ready is not None and condition_message(previous, "Ready") != ready and any(
+                c.get("type") == "Ready" and c.get("status") == "False" for c in status.get("conditions") or []):
+            log.warning("pool %s: %s", name, ready)
+        if {k: v for k, v in previous.items() if k != "conditions"} == \
+                {k: v for k, v in status.items() if k != "conditions"} \
+                and conditions_same(previous.get("conditions"), status.get("conditions")):
+            return
+        self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "acceleratorpools", name, {"status": status})
+        self._last_pool_status[name] = status
+
+    def forget(self, key: str) -> None:
+        self._last_status.pop(key, None)
+        self._last_write.pop(key, None)
+
+
+def _decisive(status: dict) -> tuple:
+    """What a status says that is a decision. A condition's status or reason is one; its message quotes figures
+    (demand, latency) that drift."""
+    return ({k: v for k, v in status.items() if k not in FIGURES and k != "conditions"},
+            [{k: v for k, v in c.items() if k not in ("lastTransitionTime", "message")}
+             for c in status.get("conditions") or []])

@@ -1,0 +1,109 @@
+"""Observe: the API objects, the cluster's nodes, Deployments and Pods, and the metrics -> one period's input.
+
+Reads only; writes nothing. Everything the rest of the period needs about a service is built here once
+(``ObservedService``) and carried through deciding, accounting and reporting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kilowatt.api.v1alpha1 import GROUP, VERSION, AcceleratorPool
+from kilowatt.controller.cluster import ClusterView, read_cluster
+from kilowatt.controller.validation import Problem, parse_pool, parse_service, reference_problems
+from kilowatt.decide import ServiceInput
+from kilowatt.metrics import MetricSource, Observations, ServiceRef
+from kilowatt.planner.snapshot import CurrentPlacement, PoolState
+from kilowatt.state import pool_state
+
+
+@dataclass(frozen=True)
+class ObservedService:
+    body: dict  # the object as the API server returned it: what Deployments, status and events are written for
+    input: ServiceInput
+
+    @property
+    def key(self) -> str:
+        return self.input.key
+
+
+@dataclass
+class PeriodInput:
+    pools: dict[str, AcceleratorPool]
+    pool_states: dict[str, PoolState]  # GPUs kilowatt may use now and the price this period
+    services: list[ObservedService]
+    view: ClusterView
+    observations: Observations
+    invalid_pools: list[tuple[dict, list[Problem]]] = field(default_factory=list)
+    invalid_services: list[tuple[dict, list[Problem]]] = field(default_factory=list)
+    price_fallbacks: dict[str, str] = field(default_factory=dict)  # pool -> why its price is the fallback
+
+    @property
+    def metrics_error(self) -> str | None:
+        return None if self.observations.available else (self.observations.error or "metrics unavailable")
+
+
+def list_objects(custom: Any, plural: str, namespaces: tuple[str, ...] = ()) -> list[dict]:
+    if plural == "acceleratorpools" or not namespaces:
+        return custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+    items = []
+    for ns in namespaces:
+        items += custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)["items"]
+    return items
+
+
+def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces: tuple[str, ...] = ()) -> PeriodInput:
+    pools: dict[str, AcceleratorPool] = {}
+    invalid_pools, invalid_services = [], []
+    for body in list_objects(custom, "acceleratorpools"):
+        pool, problems = parse_pool(body)
+        if pool is None:
+            invalid_pools.append((body, problems))
+        else:
+            pools[pool.name] = pool
+    valid = []
+    for body in list_objects(custom, "inferenceservices", namespaces):
+        if body["metadata"].get("deletionTimestamp"):
+            continue
+        svc, problems = parse_service(body)
+        problems += reference_problems(svc, set(pools)) if svc else []
+        if svc is None or problems:
+            invalid_services.append((body, problems))
+        else:
+            valid.append((body, svc))
+
+    view = read_cluster(core, apps, list(pools.values()))
+    price_queries = [p.spec.cost.electricity.prometheus.query for p in pools.values()
+                     if p.spec.cost.electricity.prometheus is not None]
+    obs = source.observe([ServiceRef.of(s) for _, s in valid], view.node_pools, price_queries)
+    pool_states, fallbacks = pool_states_now(pools, view, obs)
+    current: dict[str, dict[str, CurrentPlacement]] = {s.key: {} for _, s in valid}
+    for (key, pool), r in view.deployments.items():
+        if key in current:
+            current[key][pool] = CurrentPlacement(r.replicas, r.tensor_parallel, r.ready)
+    services = [ObservedService(body, ServiceInput.of(svc, current[svc.key],
+                                                      obs.services.get(svc.key) if obs.available else None))
+                for body, svc in valid]
+    return PeriodInput(pools, pool_states, services, view, obs, invalid_pools, invalid_services, fallbacks)
+
+
+def pool_states_now(pools: dict[str, AcceleratorPool], view: ClusterView,
+                    obs: Observations) -> tuple[dict[str, PoolState], dict[str, str]]:
+    """Each pool's usable GPUs and this period's price; and, per pool on a fallback price, why."""
+    out, fallbacks = {}, {}
+    for name, pool in pools.items():
+        gpus = view.gpus_by_pool.get(name, 0)
+        if name in view.unschedulable_pools:
+            # Pods wait for room the nodes do not have: the pool is full at what is scheduled now.
+            gpus = min(gpus, view.scheduled_gpus_by_pool.get(name, 0))
+        price = None
+        prom = pool.spec.cost.electricity.prometheus
+        if prom is not None:
+            price = obs.prices_usd_per_kwh.get(prom.query)
+            if price is None:
+                price = prom.fallback_usd_per_kwh
+                why = obs.error if not obs.available else f"the price query returned no sample ({prom.query})"
+                fallbacks[name] = f"{why}; using spec.cost.electricity.prometheus.fallbackUsdPerKWh ${price:g}/kWh"
+        out[name] = pool_state(pool, gpus, price)
+    return out, fallbacks

@@ -117,3 +117,36 @@ def test_gpu_quantities_are_read_in_the_api_servers_canonical_form():
     from kilowatt.controller.cluster import _quantity
 
     assert [_quantity(v) for v in ("8", "2k", None, "nonsense")] == [8, 2000, 0, 0]
+
+
+class _RecordingStatusApi:
+    """Only what the Applier's status writes call: records each PATCH (a unit test of the throttle alone)."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict] = []
+
+    def patch_namespaced_custom_object_status(self, group, version, namespace, plural, name, body) -> None:
+        self.patches.append(body["status"])
+
+
+def test_drifting_figures_are_written_at_most_every_refresh_interval_of_the_loops_clock():
+    from kilowatt.clock import SimulatedClock
+    from kilowatt.controller.apply import STATUS_REFRESH_SECONDS, Applier
+    from kilowatt.controller.telemetry import Telemetry
+
+    clock = SimulatedClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    api = _RecordingStatusApi()
+    applier = Applier(core=None, apps=None, custom=api, telemetry=Telemetry(), clock=clock)
+    body = {"metadata": {"namespace": "ns", "name": "svc"}}
+    status = {"placementSummary": "1×H100", "costPerHourUsd": 2.0, "conditions": []}
+    applier.service_status(body, status)
+    clock.t_s = 10.0
+    applier.service_status(body, {**status, "costPerHourUsd": 2.1})  # a figure drifted: not yet
+    clock.t_s = 20.0
+    applier.service_status(body, {**status, "placementSummary": "2×H100"})  # a decision: at once
+    clock.t_s = 20.0 + STATUS_REFRESH_SECONDS - 1
+    applier.service_status(body, {**status, "placementSummary": "2×H100", "costPerHourUsd": 4.2})
+    clock.t_s = 20.0 + STATUS_REFRESH_SECONDS
+    applier.service_status(body, {**status, "placementSummary": "2×H100", "costPerHourUsd": 4.3})
+    assert [(p["placementSummary"], p["costPerHourUsd"]) for p in api.patches] == [
+        ("1×H100", 2.0), ("2×H100", 2.0), ("2×H100", 4.3)]

@@ -57,7 +57,7 @@ def test_examples_apply_and_show_every_column(kubectl, examples):
 
 def test_status_fills_the_columns(kubectl, api, examples):
     status = {"status": {"readyReplicas": 3, "placementSummary": "3×RTX-4090", "sloMet": "True",
-                         "costPerHourUsd": 0.47, "observed": {"requestsPerSecond": 20.0, "ttftP95Milliseconds": 180.5}}}
+                         "costPerHourUsd": 0.47, "observed": {"requestsPerSecond": 20.0, "ttftAtPercentileMilliseconds": 180.5}}}
     _custom(api).patch_namespaced_custom_object_status("kilowatt.dev", "v1alpha1", "default", "inferenceservices",
                                                         "llama3-8b-chat", status)
     row = kubectl("get", "kwis", "llama3-8b-chat", "-n", "default", "--no-headers").stdout.split()

@@ -88,9 +88,9 @@ def day_curve(data_dir: Path | None, points: int) -> np.ndarray:
 
 
 def _plain_client(cp: ControlPlane) -> client.ApiClient:
-    api = client.ApiClient()
-    config.load_kube_config(str(cp.kubeconfig), client_configuration=api.configuration)
-    return api
+    configuration = client.Configuration()
+    config.load_kube_config(str(cp.kubeconfig), client_configuration=configuration)
+    return client.ApiClient(configuration)  # built after loading: its connection pool knows the CA
 
 
 def _setup(cp: ControlPlane, n_services: int, n_pools: int) -> tuple:

@@ -405,8 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the operator (what the Helm chart's Deployment starts)")
     p.add_argument("--prometheus-url", default=_os.environ.get("KILOWATT_PROMETHEUS_URL", "http://localhost:9090"))
     p.add_argument("--prometheus-timeout-seconds", type=float, default=5.0)
-    p.add_argument("--prometheus-window", default=_os.environ.get("KILOWATT_PROMETHEUS_WINDOW", "1m"),
-                   help="range of the rate() and latency-histogram queries (PromQL duration, default 1m)")
+    p.add_argument("--prometheus-window", default=_os.environ.get("KILOWATT_PROMETHEUS_WINDOW", "2m"),
+                   help="range of the rate() and latency-histogram queries (PromQL duration, default 2m: at least "
+                        "four scrape intervals)")
     p.add_argument("--period-seconds", type=float, default=float(_os.environ.get("KILOWATT_PERIOD_SECONDS", 15)))
     p.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default all)")
     p.add_argument("--default-mode", choices=["Active", "Advisory", "Off"], default="Active")

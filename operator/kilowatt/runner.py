@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import re
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from kubernetes import client, config
 from kilowatt.api.v1alpha1 import ScalingMode
 from kilowatt.clock import Clock
 from kilowatt.controller import handlers
+from kilowatt.controller.leadership import KopfPeering, Leadership, Standalone
 from kilowatt.controller.loop import ControlLoop, LoopConfig
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.prometheus import PrometheusSource
@@ -29,7 +31,7 @@ log = logging.getLogger("kilowatt")
 class RunOptions:
     prometheus_url: str
     prometheus_timeout_seconds: float = 5.0
-    prometheus_window: str = "1m"  # the range of rate() and histogram queries
+    prometheus_window: str = "2m"  # the range of rate() and histogram queries: >= 4 scrape intervals
     period_seconds: float = 15.0
     namespaces: tuple[str, ...] = ()
     default_mode: ScalingMode = ScalingMode.ACTIVE
@@ -72,18 +74,45 @@ async def serve(options: RunOptions, loop: ControlLoop, stop_flag: asyncio.Event
                                         stale_after_seconds=options.stale_after_seconds)
     # Distinct priorities: kopf freezes *every* operator when two peers share one, so a replica picks its own.
     priority = options.priority if options.priority is not None else random.randint(1, 1_000_000)
+    identity = f"kilowatt@{socket.gethostname()}/{os.getpid()}/{random.randint(0, 1 << 30):x}"
+    leadership = Standalone() if options.standalone else KopfPeering(loop.custom, options.peering, identity, priority)
+    stopping = asyncio.Event()
+    driver = asyncio.create_task(drive(loop, leadership, stopping), name="kilowatt control loop")
     try:
         await kopf.operator(
             clusterwide=True,
             standalone=options.standalone,
             priority=priority,
+            identity=identity,  # a NewType of str in kopf: the same id the leadership check looks for
             peering_name=None if options.standalone else options.peering,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
             memo=handlers.runtime_memo(loop, options.namespaces, options.peering_lifetime_seconds),
         )
     finally:
+        stopping.set()
+        await asyncio.wait({driver}, timeout=loop.config.period_seconds + 30)
         await runner.cleanup()
+
+
+async def drive(loop: ControlLoop, leadership: Leadership, stopping: asyncio.Event) -> None:
+    """The one control loop of this process: a period whenever one is due, while this process holds peering;
+    independent of how many pools exist and of kopf's watches, so it carries on by itself after the API server
+    restarts. Each pass is a heartbeat for /healthz: it fails only when this driver stops or hangs."""
+    while not stopping.is_set():
+        try:
+            if loop.due():
+                if await asyncio.to_thread(leadership.active):
+                    await asyncio.to_thread(loop.run_if_due)
+                else:
+                    loop.stand_by()
+            loop.telemetry.heartbeat()
+        except Exception:  # noqa: BLE001 - a period's own errors are caught inside it; this is the last guard
+            log.exception("control loop pass failed")
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=loop.config.poll_seconds)
+        except asyncio.TimeoutError:
+            pass
 
 
 class StartupError(RuntimeError):

@@ -44,8 +44,8 @@ class E2E:
         self.helm = Tool("helm", self.cp)
         api = config.new_client_from_config(config_file=str(self.cp.kubeconfig))
         self.core, self.apps, self.custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
-        self.fleet = SimulatedFleet().start(free_port())
-        self.prometheus = PrometheusServer([f"127.0.0.1:{self.fleet.port}"]).start()
+        self.fleet = SimulatedFleet(self.core).start(free_port())
+        self.prometheus = PrometheusServer([f"127.0.0.1:{self.fleet.port}"], file_sd=self.fleet.targets_file).start()
         self.tmp = tmp
         self.operator: subprocess.Popen | None = None
         self.metrics_port = free_port()

@@ -48,6 +48,22 @@ def test_operator_pod_is_locked_down(helm):
     assert "kind: ServiceMonitor" in with_monitor
 
 
+def test_the_optional_pod_monitor_scrapes_the_serving_pods_and_the_rate_window_is_a_value(helm):
+    docs = list(yaml.safe_load_all(helm("template", "kilowatt", "charts/kilowatt", "-n", NAMESPACE).stdout))
+    assert not any(d and d["kind"] == "PodMonitor" for d in docs)
+    env = next(d for d in docs if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "KILOWATT_PROMETHEUS_WINDOW", "value": "2m"} in env
+    docs = list(yaml.safe_load_all(helm("template", "kilowatt", "charts/kilowatt", "-n", NAMESPACE, "--set",
+                                        "prometheus.podMonitor.enabled=true", "--set",
+                                        "prometheus.rateWindow=4m").stdout))
+    (monitor,) = [d for d in docs if d and d["kind"] == "PodMonitor"]
+    assert monitor["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "kilowatt"}}
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    env = next(d for d in docs if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "KILOWATT_PROMETHEUS_WINDOW", "value": "4m"} in env
+
+
 @pytest.fixture(scope="module")
 def installed(helm, kubectl):
     helm("install", "kilowatt", "charts/kilowatt", "--namespace", NAMESPACE, "--create-namespace", "--wait=false")

@@ -27,8 +27,8 @@ def clients(api):
 
 
 @pytest.fixture(scope="module")
-def fleet():
-    f = SimulatedFleet().start(free_port())
+def fleet(clients):
+    f = SimulatedFleet(clients[0]).start(free_port())
     f.set_price("onprem", 0.14)
     f.set_power("gpu-4090-a", 1800.0)
     yield f
@@ -37,7 +37,7 @@ def fleet():
 
 @pytest.fixture(scope="module")
 def prometheus(fleet):
-    server = PrometheusServer([f"127.0.0.1:{fleet.port}"]).start()
+    server = PrometheusServer([f"127.0.0.1:{fleet.port}"], file_sd=fleet.targets_file).start()
     yield server
     server.stop()
 
@@ -45,8 +45,8 @@ def prometheus(fleet):
 @pytest.fixture(scope="module")
 def cluster(clients, crds):
     core, apps, custom = clients
-    make_gpu_node(core, "gpu-4090-a", "rtx4090", 8)
-    make_gpu_node(core, "gpu-4090-b", "rtx4090", 8)
+    make_gpu_node(core, "gpu-4090-a", "rtx4090", 16)
+    make_gpu_node(core, "gpu-4090-b", "rtx4090", 16)
     make_gpu_node(core, "gpu-h100-a", "h100", 8)
     custom.create_cluster_custom_object(GROUP, VERSION, "acceleratorpools", pool_body(
         "rtx4090", RTX4090, "rtx4090", 0.10, {"prometheus": {"query": PRICE_QUERY, "fallbackUsdPerKWh": 0.14}}, 1.4))
@@ -54,7 +54,7 @@ def cluster(clients, crds):
         "h100", H100, "h100", 2.49, {"flatUsdPerKWh": 0.10}, 1.2))
     for ns in ("team-a", "team-b", "team-c"):
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    kubelet = ReadyDeployments(apps).start()
+    kubelet = ReadyDeployments(apps, core=core).start()
     yield core, apps, custom
     kubelet.stop()
 
@@ -193,9 +193,28 @@ def test_a_spec_change_is_followed_by_observed_generation(operator, cluster):
     wait_for(lambda: status(custom, "team-a", "chat").get("observedGeneration") == generation, what="observedGeneration")
 
 
+def user_pod(core, namespace: str, name: str, service: str, pool: str, node: str) -> None:
+    """A serving pod the user runs (Advisory mode: kilowatt writes nothing), labelled so kilowatt reads its
+    series: Running and Ready on a node of the pool."""
+    try:
+        core.create_namespaced_service_account(namespace, client.V1ServiceAccount(
+            metadata=client.V1ObjectMeta(name="default")))
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+    core.create_namespaced_pod(namespace, client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels={"kilowatt.dev/service": service, "kilowatt.dev/pool": pool}),
+        spec=client.V1PodSpec(node_name=node, automount_service_account_token=False, containers=[client.V1Container(
+            name="vllm", image="vllm/vllm-openai:v0.11.0",
+            resources=client.V1ResourceRequirements(limits={"nvidia.com/gpu": "1"}))])))
+    core.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "True"}]}})
+
+
 def test_advisory_mode_reports_but_never_touches_deployments(operator, cluster, fleet):
-    _, apps, custom = cluster
+    core, apps, custom = cluster
     create(custom, service_body("team-b", "trial", scaling={"mode": "Advisory"}))
+    user_pod(core, "team-b", "trial-by-hand-0", "trial", "rtx4090", "gpu-4090-b")
     fleet.set_load("team-b", "trial", "rtx4090", Load(rps=15.0))
     st = wait_for(lambda: (s := status(custom, "team-b", "trial")).get("observed") and s.get("desiredReplicas", 0) >= 1
                   and s, what=lambda: f"advisory plan in status: {status(custom, 'team-b', 'trial')}")
@@ -234,34 +253,95 @@ def test_pending_pods_mark_a_pool_full_and_the_plan_spills(operator, cluster, fl
     fleet.set_load("team-c", "spill", "rtx4090", Load(rps=10.0))
     wait_for(lambda: deployments(apps, "team-c", "spill").get("rtx4090", 0) >= 1, 90, what="spill on rtx4090")
     assert deployments(apps, "team-c", "spill").get("h100", 0) == 0
-    # A replica the scheduler cannot place: the 4090 nodes are full. No scheduler runs in this tier (the
-    # end-to-end tier has one), so the test writes the Pod's status the way kube-scheduler would.
-    pod = client.V1Pod(
-        metadata=client.V1ObjectMeta(name="spill-rtx4090-stuck", labels={
-            "kilowatt.dev/service": "spill", "kilowatt.dev/pool": "rtx4090"}),
-        spec=client.V1PodSpec(automount_service_account_token=False, containers=[client.V1Container(
-            name="vllm", image="vllm/vllm-openai:v0.8.5",
-            resources=client.V1ResourceRequirements(requests={"nvidia.com/gpu": "1"},
-                                                    limits={"nvidia.com/gpu": "1"}))]))
+    # Another team's training jobs take every free GPU of the 4090 nodes, which kilowatt's pool still counts as
+    # its own: the next replicas cannot be scheduled and stay Pending (tests/support/kubelet.py schedules as
+    # kube-scheduler would here; the end-to-end tier runs the real one).
+    _namespace(core, "ml-research")
+    for node in ("gpu-4090-a", "gpu-4090-b"):
+        core.create_namespaced_pod("ml-research", client.V1Pod(
+            metadata=client.V1ObjectMeta(name=f"training-{node}"),
+            spec=client.V1PodSpec(node_name=node, automount_service_account_token=False, containers=[
+                client.V1Container(name="trainer", image="pytorch/pytorch", resources=client.V1ResourceRequirements(
+                    limits={"nvidia.com/gpu": "16"}))])))
     try:
-        core.create_namespaced_service_account("team-c", client.V1ServiceAccount(
-            metadata=client.V1ObjectMeta(name="default")))
-    except client.exceptions.ApiException as exc:
-        if exc.status != 409:  # no controller-manager here makes the default ServiceAccount
-            raise
-    core.create_namespaced_pod("team-c", pod)
-    try:
-        core.patch_namespaced_pod_status("spill-rtx4090-stuck", "team-c", {"status": {"phase": "Pending", "conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-             "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}})
+        fleet.set_load("team-c", "spill", "rtx4090", Load(rps=40.0))
         moved = wait_for(lambda: (d := deployments(apps, "team-c", "spill")).get("h100", 0) >= 1 and d, 90,
                          what=lambda: f"spill to h100: {deployments(apps, 'team-c', 'spill')}")
         assert moved["h100"] >= 1
+        pending = [p for p in core.list_namespaced_pod("team-c", label_selector="kilowatt.dev/service=spill").items
+                   if not p.spec.node_name]
+        events = core.list_namespaced_event("team-c", field_selector="involvedObject.name=spill").items
+        assert pending or any("full" in (e.message or "") for e in events)
     finally:
-        core.delete_namespaced_pod("spill-rtx4090-stuck", "team-c", grace_period_seconds=0)
+        for node in ("gpu-4090-a", "gpu-4090-b"):
+            core.delete_namespaced_pod(f"training-{node}", "ml-research", grace_period_seconds=0)
+        fleet.set_load("team-c", "spill", "rtx4090", Load(rps=10.0))
     # Room again: the cheap pool takes the service back.
     wait_for(lambda: (d := deployments(apps, "team-c", "spill")).get("rtx4090", 0) >= 1 and d.get("h100", 0) == 0,
-             90, what=lambda: f"back on rtx4090: {deployments(apps, 'team-c', 'spill')}")
+             120, what=lambda: f"back on rtx4090: {deployments(apps, 'team-c', 'spill')}")
+
+
+def _namespace(core, name: str) -> None:
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+    try:
+        core.create_namespaced_service_account(name, client.V1ServiceAccount(
+            metadata=client.V1ObjectMeta(name="default")))
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def test_a_rejected_deployment_marks_its_service_and_the_others_still_scale(operator, cluster, fleet):
+    core, apps, custom = cluster
+    # The API server refuses this Deployment (a container name must be a DNS label); the CRD keeps the template
+    # as written, so only the apply fails.
+    broken = service_body("team-c", "broken")
+    broken["spec"]["template"]["spec"]["containers"][0]["name"] = "Not_A_DNS_Label"
+    create(custom, broken)
+    create(custom, service_body("team-c", "healthy"))
+    fleet.set_load("team-c", "healthy", "rtx4090", Load(rps=25.0))
+    try:
+        placed = wait_for(lambda: (c := condition(status(custom, "team-c", "broken"), "Placed")).get(
+            "reason") == "ApplyFailed" and c, 60, what=lambda: f"ApplyFailed: {status(custom, 'team-c', 'broken')}")
+        assert placed["status"] == "False" and "Not_A_DNS_Label" in placed["message"]
+        events = core.list_namespaced_event("team-c", field_selector="involvedObject.name=broken").items
+        assert any(e.type == "Warning" and e.reason == "ApplyFailed" for e in events)
+        got = wait_for(lambda: (d := deployments(apps, "team-c", "healthy")).get("rtx4090", 0) >= 3 and d, 90,
+                       what=lambda: f"healthy scaled: {deployments(apps, 'team-c', 'healthy')}")
+        assert got["rtx4090"] >= 3 and deployments(apps, "team-c", "broken") == {}
+        assert condition(status(custom, "team-c", "healthy"), "Placed").get("status") == "True"
+    finally:
+        fleet.set_load("team-c", "healthy", "rtx4090", Load(rps=0.0))
+        for name in ("broken", "healthy"):
+            custom.delete_namespaced_custom_object(GROUP, VERSION, "team-c", "inferenceservices", name)
+        wait_for(lambda: not deployments(apps, "team-c", "healthy"), 60, what="cleanup")
+
+
+def test_a_template_change_rolls_out_without_a_scale_event(operator, cluster):
+    _, apps, custom = cluster
+    create(custom, service_body("team-b", "roll", template={"spec": {"containers": [{
+        "name": "vllm", "image": "vllm/vllm-openai:v0.10.0", "args": ["--tensor-parallel-size", "1", "-tp=2"]}]}}))
+    first = wait_for(lambda: (d := deployments(apps, "team-b", "roll")) and d, 60, what="placed")
+    (pool, replicas), = first.items()
+    name = f"roll-{pool}"
+    d = apps.read_namespaced_deployment(name, "team-b")
+    args = d.spec.template.spec.containers[0].args
+    degree = d.metadata.annotations["kilowatt.dev/tensor-parallel"]
+    assert [a for a in args if a.split("=")[0] in ("--tensor-parallel-size", "-tp")] == ["--tensor-parallel-size"]
+    assert args[args.index("--tensor-parallel-size") + 1] == degree
+    custom.patch_namespaced_custom_object(GROUP, VERSION, "team-b", "inferenceservices", "roll", {"spec": {
+        "template": {"spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}}}})
+    rolled = wait_for(lambda: (x := apps.read_namespaced_deployment(name, "team-b")).spec.template.spec.containers[
+        0].image == "vllm/vllm-openai:v0.11.0" and x, 30, what="the new image rolled out")
+    assert rolled.spec.replicas == replicas
+    assert rolled.metadata.annotations["kilowatt.dev/template-hash"] != d.metadata.annotations[
+        "kilowatt.dev/template-hash"]
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "team-b", "inferenceservices", "roll")
+    wait_for(lambda: not deployments(apps, "team-b", "roll"), 60, what="cleanup")
 
 
 def test_operator_restart_leaves_no_duplicate_or_orphaned_deployments(control_plane, operator, cluster, prometheus):

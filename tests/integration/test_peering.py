@@ -6,9 +6,8 @@ import time
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
-from tests.integration.operator_harness import GROUP, H100, VERSION, OperatorThread, pool_body, wait_for
+from tests.integration.operator_harness import OperatorThread, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,12 +19,6 @@ def peering(api, crds):
     custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings",
                                         {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
                                          "metadata": {"name": "kilowatt-peering-test"}})
-    try:  # the loop runs from pool daemons: make sure one pool exists even when this module runs alone
-        custom.create_cluster_custom_object(GROUP, VERSION, "acceleratorpools", pool_body(
-            "peering-h100", H100, "peering-h100", 2.49, {"flatUsdPerKWh": 0.1}, 1.2))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
     return "kilowatt-peering-test"
 
 
@@ -40,8 +33,14 @@ def test_two_operators_one_acts_and_the_other_takes_over(control_plane, peering)
         time.sleep(5)
         assert high.loop.periods_run >= high_before + 3
         assert low.loop.periods_run == low_before, "the standby operator must not plan or actuate"
+        assert _gauge(high, "kilowatt_leader") == 1.0 and _gauge(low, "kilowatt_leader") == 0.0
         high.stop()  # the active one goes away: the standby resumes
         wait_for(lambda: low.loop.periods_run >= low_before + 2, 60, what="the standby takes over")
+        assert _gauge(low, "kilowatt_leader") == 1.0
     finally:
         high.stop()
         low.stop()
+
+
+def _gauge(operator: OperatorThread, name: str) -> float:
+    return operator.loop.telemetry.registry.get_sample_value(name)

@@ -13,12 +13,16 @@ from kilowatt.demo.controlplane import ControlPlaneError, find_binary, free_port
 
 
 class PrometheusServer:
-    def __init__(self, targets: list[str], scrape_interval: str = "1s") -> None:
+    def __init__(self, targets: list[str], scrape_interval: str = "1s", file_sd: Path | None = None) -> None:
+        """``targets``: static targets (job ``fleet``); ``file_sd``: a targets file discovered as pods are (job
+        ``pods``): each target's labels — namespace, pod, container — become its series' labels, as a
+        PodMonitor's relabelling makes them."""
         self.dir = Path(tempfile.mkdtemp(prefix="kilowatt-prom-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.targets = targets
         self.scrape_interval = scrape_interval
+        self.file_sd = file_sd
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_seconds: float = 30.0) -> PrometheusServer:
@@ -27,6 +31,8 @@ class PrometheusServer:
         (self.dir / "prometheus.yml").write_text(
             f"global:\n  scrape_interval: {self.scrape_interval}\n  evaluation_interval: {self.scrape_interval}\n"
             f"scrape_configs:\n  - job_name: fleet\n    static_configs:\n      - targets: [{targets}]\n"
+            + (f"  - job_name: pods\n    file_sd_configs:\n      - files: ['{self.file_sd}']\n"
+               "        refresh_interval: 1s\n" if self.file_sd else "")
         )
         self._log = open(self.dir / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(

@@ -81,10 +81,77 @@ def test_the_deployment_adds_gpus_placement_labels_and_owner():
     assert body["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "8192"  # the input is not mutated
 
 
-def test_a_single_gpu_replica_gets_no_tensor_parallel_argument():
+def _container(d):
+    return d["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_a_single_gpu_replica_says_its_degree_once():
     body, pool = _objects()
-    args = deployment_manifest(body, pool, 1, 1)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--tensor-parallel-size" not in args
+    args = _container(deployment_manifest(body, pool, 1, 1))["args"]
+    assert args.count("--tensor-parallel-size") == 1 and args[args.index("--tensor-parallel-size") + 1] == "1"
+
+
+@pytest.mark.parametrize("written", [
+    ["--tensor-parallel-size", "1"], ["--tensor-parallel-size=1"], ["-tp", "1"], ["-tp=8"],
+    ["--tensor-parallel-size", "2", "-tp", "4"],
+])
+def test_kilowatt_owns_the_degree_whatever_the_spelling(written):
+    body, pool = _objects()
+    body["spec"]["template"]["spec"]["containers"][0]["args"] = ["--port", "8000", *written, "--enforce-eager"]
+    args = _container(deployment_manifest(body, pool, 2, 4))["args"]
+    degrees = [a for a in args if a.split("=")[0] in ("--tensor-parallel-size", "-tp")]
+    assert degrees == ["--tensor-parallel-size"] and args[args.index("--tensor-parallel-size") + 1] == "4"
+    assert args[:3] == ["--port", "8000", "--enforce-eager"]  # the user's other arguments, in order
+
+
+def test_the_model_and_its_context_come_from_the_spec():
+    body, pool = _objects()
+    body["spec"]["template"]["spec"]["containers"][0]["args"] = ["--model=some/other", "--max-model-len", "4096"]
+    args = _container(deployment_manifest(body, pool, 1, 2))["args"]
+    assert args.count("--model") == 1 and args[args.index("--model") + 1] == body["spec"]["model"]["name"]
+    assert args[args.index("--max-model-len") + 1] == str(body["spec"]["model"]["maxContextTokens"])
+    assert not any(a.startswith("--model=") for a in args)
+
+
+def test_a_positional_model_is_replaced_not_doubled():
+    body, pool = _objects()
+    body["spec"]["template"]["spec"]["containers"][0]["args"] = ["some/other-model", "--port", "8000"]
+    args = _container(deployment_manifest(body, pool, 1, 1))["args"]
+    assert args[0] == body["spec"]["model"]["name"] and "--model" not in args and "some/other-model" not in args
+
+
+def test_tensor_parallel_pods_get_memory_backed_shared_memory():
+    body, pool = _objects()
+    d = deployment_manifest(body, pool, 1, 4)
+    pod = d["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "kilowatt-shm"]
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    assert {"name": "kilowatt-shm", "mountPath": "/dev/shm"} in _container(d)["volumeMounts"]
+    single = deployment_manifest(body, pool, 1, 1)["spec"]["template"]["spec"]
+    assert "volumes" not in single  # one GPU: no NCCL, no extra shared memory
+
+
+def test_probes_and_requests_are_added_only_where_the_template_has_none():
+    body, pool = _objects()
+    c = _container(deployment_manifest(body, pool, 1, 2))
+    assert c["readinessProbe"] == {"httpGet": {"path": "/health", "port": 8000}}  # the user's, kept
+    assert c["startupProbe"]["httpGet"] == {"path": "/health", "port": 8000}
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 600
+    # 8.03B parameters in bf16 = 14.96 GiB of weights: ceil(1.2x) = 18 GiB, plus 4 GiB of /dev/shm for two GPUs.
+    assert c["resources"]["requests"] == {"cpu": "4", "memory": "22Gi", "nvidia.com/gpu": "2"}
+    body["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1", "memory": "8Gi"}}
+    mine = _container(deployment_manifest(body, pool, 1, 2))["resources"]["requests"]
+    assert (mine["cpu"], mine["memory"]) == ("1", "8Gi")
+
+
+def test_a_template_change_changes_the_template_hash():
+    body, pool = _objects()
+    before = deployment_manifest(body, pool, 2, 1)["metadata"]["annotations"]["kilowatt.dev/template-hash"]
+    again = deployment_manifest(body, pool, 5, 1)["metadata"]["annotations"]["kilowatt.dev/template-hash"]
+    assert before == again  # replicas are not the template
+    body["spec"]["template"]["spec"]["containers"][0]["image"] = "vllm/vllm-openai:v0.11.0"
+    after = deployment_manifest(body, pool, 2, 1)["metadata"]["annotations"]["kilowatt.dev/template-hash"]
+    assert after != before
 
 
 def test_long_names_are_shortened_stably():

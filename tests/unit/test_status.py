@@ -142,3 +142,20 @@ def test_a_scale_down_waits_out_the_window_as_a_typed_hold():
     assert later.desired == {p: c.replicas for p, c in running.items()} | {
         p: n for p, n in later.desired.items() if p not in running}
     assert "Held: " in later.reason and str(downs[0]) in later.reason
+
+
+def test_the_loop_acts_only_while_this_process_holds_kopfs_peering():
+    from kilowatt.controller.leadership import holds_peering
+
+    now = datetime(2026, 3, 1, 12, 0, 30, tzinfo=timezone.utc)
+    seen = lambda s: {"lastseen": f"2026-03-01T12:00:{s:02d}+00:00", "lifetime": 60}  # noqa: E731
+    me = {"me": {"priority": 20, **seen(25)}}
+    assert holds_peering(me, "me", 20, now)
+    assert holds_peering({**me, "low": {"priority": 10, **seen(29)}}, "me", 20, now)
+    assert not holds_peering({**me, "high": {"priority": 30, **seen(29)}}, "me", 20, now)
+    assert not holds_peering({**me, "twin": {"priority": 20, **seen(29)}}, "me", 20, now)  # kopf pauses both
+    gone = {**me, "high": {"priority": 30, "lastseen": "2026-03-01T11:58:00+00:00", "lifetime": 60}}
+    assert holds_peering(gone, "me", 20, now)  # a peer silent past its lifetime is gone
+    assert not holds_peering({"low": {"priority": 10, **seen(29)}}, "me", 20, now)  # kopf has not announced us
+    stale = {"me": {"priority": 20, "lastseen": "2026-03-01T11:58:00+00:00", "lifetime": 60}}
+    assert not holds_peering(stale, "me", 20, now)  # our own kopf stopped touching: others may take over

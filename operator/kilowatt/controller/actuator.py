@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
 from kilowatt.api.v1alpha1 import API_VERSION, AcceleratorPool
+from kilowatt.controller.pod import serving_pod
 
 LABEL_SERVICE = "kilowatt.dev/service"
 LABEL_POOL = "kilowatt.dev/pool"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 ANNOTATION_TP = "kilowatt.dev/tensor-parallel"
+ANNOTATION_TEMPLATE = "kilowatt.dev/template-hash"  # of the rendered pod template: a change rolls out at once
 FIELD_MANAGER = "kilowatt"
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -26,11 +29,16 @@ def deployment_name(service: str, pool: str) -> str:
     return f"{name[:54].rstrip('-')}-{digest}"
 
 
+def template_hash(template: dict) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
 def deployment_manifest(
     service_body: dict, pool: AcceleratorPool, replicas: int, tensor_parallel: int
 ) -> dict[str, Any]:
     """The Deployment for ``service_body`` on ``pool``: the service's pod template plus GPUs, node selection,
-    tolerations, the tensor-parallel argument and kilowatt's labels. Only fields kilowatt owns are set."""
+    tolerations, the arguments, shared memory, probes and requests vLLM needs (``controller.pod``) and
+    kilowatt's labels. Only fields kilowatt owns are set."""
     meta = service_body["metadata"]
     service, namespace = meta["name"], meta["namespace"]
     labels = {LABEL_SERVICE: service, LABEL_POOL: pool.name, LABEL_MANAGED: "kilowatt"}
@@ -46,16 +54,11 @@ def deployment_manifest(
             tolerations.append(toleration)
     if tolerations:
         pod["tolerations"] = tolerations
-    containers = pod.setdefault("containers", [{"name": "server", "image": "vllm/vllm-openai:v0.8.5"}])
-    main = containers[0]
-    resources = main.setdefault("resources", {})
+    serving_pod(template, service_body.get("spec", {}).get("model") or {}, tensor_parallel,
+                pool.spec.replica_startup_seconds)
+    resources = pod["containers"][0].setdefault("resources", {})
     for part in ("requests", "limits"):
         resources[part] = {**(resources.get(part) or {}), GPU_RESOURCE: str(tensor_parallel)}
-    args = list(main.get("args") or [])
-    if tensor_parallel > 1 and not any(a.startswith("--tensor-parallel-size") for a in args):
-        args += ["--tensor-parallel-size", str(tensor_parallel)]
-    if args:
-        main["args"] = args
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -63,7 +66,7 @@ def deployment_manifest(
             "name": deployment_name(service, pool.name),
             "namespace": namespace,
             "labels": labels,
-            "annotations": {ANNOTATION_TP: str(tensor_parallel)},
+            "annotations": {ANNOTATION_TP: str(tensor_parallel), ANNOTATION_TEMPLATE: template_hash(template)},
             "ownerReferences": [{
                 "apiVersion": API_VERSION, "kind": "InferenceService", "name": service, "uid": meta["uid"],
                 "controller": True, "blockOwnerDeletion": True,

@@ -7,13 +7,16 @@ load costs few API requests: status is patched at once when a decision changed a
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+
 from kilowatt.api.v1alpha1 import GROUP, VERSION, AcceleratorPool, ScalingMode
 from kilowatt.clock import Clock
-from kilowatt.controller.actuator import Actuator, deployment_manifest
-from kilowatt.controller.conditions import condition_message, conditions_same
+from kilowatt.controller.actuator import ANNOTATION_TEMPLATE, Actuator, deployment_manifest
+from kilowatt.controller.conditions import condition_message, conditions_same, set_condition
 from kilowatt.controller.events import EventRecorder
 from kilowatt.controller.observe import ObservedService
 from kilowatt.controller.status import Event, invalid_conditions
@@ -41,18 +44,21 @@ class Applier:
 
     def deployments(self, item: ObservedService, decision: Decision, pools: dict[str, AcceleratorPool],
                     mode: ScalingMode) -> None:
-        """Server-side apply the Deployments whose replicas or degree change (Active mode only)."""
+        """Server-side apply the Deployments whose replicas, degree or rendered pod template change (Active mode
+        only): a template edited in the InferenceService rolls out at once, not at the next scale event."""
         if mode is not ScalingMode.ACTIVE:
             return
         current = item.input.current
         for pool_name, replicas in decision.desired.items():
             k = decision.tensor_parallel[pool_name]
-            if pool_name in current and current[pool_name].replicas == replicas and \
-                    current[pool_name].tensor_parallel == k:
-                continue
             if replicas == 0 and pool_name not in current:
                 continue
-            self.actuator.apply(deployment_manifest(item.body, pools[pool_name], replicas, k))
+            manifest = deployment_manifest(item.body, pools[pool_name], replicas, k)
+            if pool_name in current and current[pool_name].replicas == replicas and \
+                    current[pool_name].tensor_parallel == k and item.applied_templates.get(pool_name) == \
+                    manifest["metadata"]["annotations"][ANNOTATION_TEMPLATE]:
+                continue
+            self.actuator.apply(manifest)
             self.telemetry.actuations.inc()
 
     def post(self, body: dict, events: list[Event]) -> None:
@@ -90,6 +96,27 @@ class Applier:
                         "observedGeneration": meta.get("generation")}})
         self.events.post(body, "Warning", "InvalidSpec", text)
 
+    def apply_failed(self, body: dict, exc: Exception) -> str:
+        """One service's write was refused: Placed=False (ApplyFailed) with the API server's message and a Warning
+        event; the period goes on with the others. Returns the message."""
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        message = f"{key}: {api_message(exc)}"
+        log.warning("applying %s failed: %s", key, message)
+        status = self._last_status.pop(key, None) or dict(body.get("status") or {})
+        placed = next((c for c in status.get("conditions") or [] if c.get("type") == "Placed"), {})
+        if placed.get("reason") == "ApplyFailed" and placed.get("message") == message[:1000]:
+            return message  # said already: no event or status write every period
+        self.events.post(body, "Warning", "ApplyFailed", message)
+        conditions = set_condition(status.get("conditions") or [], "Placed", False, "ApplyFailed", message,
+                                   self.clock.now())
+        try:
+            self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"], "inferenceservices",
+                                                              meta["name"], {"status": {"conditions": conditions}})
+        except ApiException as again:
+            log.warning("could not report ApplyFailed on %s: %s", key, api_message(again))
+        return message
+
     def invalid_pool(self, body: dict, problems: list[Problem]) -> None:
         text = "; ".join(str(p) for p in problems)
         status = dict(body.get("status") or {})
@@ -123,6 +150,19 @@ class Applier:
     def forget(self, key: str) -> None:
         self._last_status.pop(key, None)
         self._last_write.pop(key, None)
+
+
+def api_message(exc: Exception) -> str:
+    """The API server's own message (a Status body's ``message``), else the exception's first line."""
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            found = json.loads(body).get("message")
+            if found:
+                return f"{getattr(exc, 'status', '')} {found}".strip()
+        except (ValueError, AttributeError):
+            pass
+    return str(exc).splitlines()[0][:500]
 
 
 def _decisive(status: dict) -> tuple:

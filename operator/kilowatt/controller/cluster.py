@@ -10,7 +10,8 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from kilowatt.api.v1alpha1 import AcceleratorPool
-from kilowatt.controller.actuator import ANNOTATION_TP, GPU_RESOURCE, LABEL_POOL, LABEL_SERVICE
+from kilowatt.controller.actuator import ANNOTATION_TEMPLATE, ANNOTATION_TP, GPU_RESOURCE, LABEL_POOL, LABEL_SERVICE
+from kilowatt.metrics.source import Topology
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Running:
     replicas: int
     ready: int
     tensor_parallel: int
+    template_hash: str | None = None  # kilowatt.dev/template-hash: the pod template it was last applied with
 
 
 @dataclass
@@ -29,10 +31,15 @@ class ClusterView:
     deployments: dict[tuple[str, str], Running] = field(default_factory=dict)  # (ns/service, pool) -> Running
     scheduled_gpus_by_pool: dict[str, int] = field(default_factory=dict)
     unschedulable_pools: set[str] = field(default_factory=set)  # pools with kilowatt pods Pending: no room
+    pods: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (ns, pod) -> (service key, pool)
 
     @property
     def node_pools(self) -> dict[str, str]:
         return {node: pool for pool, nodes in self.nodes_by_pool.items() for node in nodes}
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.node_pools, dict(self.pods))
 
 
 def _quantity(value: Any) -> int:
@@ -71,13 +78,18 @@ def read_cluster(core: Any, apps: Any, pools: list[AcceleratorPool]) -> ClusterV
         key = (f"{d.metadata.namespace}/{labels[LABEL_SERVICE]}", labels.get(LABEL_POOL, ""))
         tp = _quantity((d.metadata.annotations or {}).get(ANNOTATION_TP)) or 1
         view.deployments[key] = Running(d.metadata.name, d.spec.replicas or 0,
-                                        (d.status.ready_replicas or 0) if d.status else 0, tp)
+                                        (d.status.ready_replicas or 0) if d.status else 0, tp,
+                                        (d.metadata.annotations or {}).get(ANNOTATION_TEMPLATE))
     scheduled: dict[str, int] = defaultdict(int)
     for p in core.list_pod_for_all_namespaces(label_selector=LABEL_POOL).items:
-        pool = (p.metadata.labels or {}).get(LABEL_POOL, "")
+        labels = p.metadata.labels or {}
+        pool = labels.get(LABEL_POOL, "")
         phase = p.status.phase if p.status else None
         if phase in ("Succeeded", "Failed"):
             continue
+        if labels.get(LABEL_SERVICE):
+            view.pods[(p.metadata.namespace, p.metadata.name)] = (f"{p.metadata.namespace}/{labels[LABEL_SERVICE]}",
+                                                                  pool)
         gpus = sum(_quantity(((c.resources.requests or {}) if c.resources else {}).get(GPU_RESOURCE))
                    for c in p.spec.containers)
         if p.spec.node_name:

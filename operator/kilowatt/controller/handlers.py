@@ -1,12 +1,11 @@
-"""kopf handlers: short and declarative. They validate, clean up, and drive the one global control loop.
+"""kopf handlers: short and declarative. They validate, clean up, and ask the control loop for a period now.
 
-The loop runs from a daemon on every AcceleratorPool, guarded so it runs once per period in all: kopf stops
-daemons while a higher-priority peer is active (peering), so only the active operator ever plans or actuates.
+The loop itself is not a kopf handler: one driver per process runs it beside kopf (kilowatt.runner.drive),
+acting only while this process holds kopf's peering (controller/leadership.py), whatever pools exist.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
 from typing import Any
@@ -25,7 +24,7 @@ log = logging.getLogger("kilowatt.handlers")
 def runtime_memo(loop: ControlLoop, namespaces: tuple[str, ...] = (), peering_lifetime_seconds: int = 60) -> kopf.Memo:
     """What one operator's handlers share, passed to ``kopf.operator(memo=...)``: per operator, not per process.
     ``peering_lifetime_seconds``: a silent peer counts as gone after this, and a standby takes over."""
-    return kopf.Memo(loop=loop, namespaces=namespaces, lock=None, peering_lifetime_seconds=peering_lifetime_seconds)
+    return kopf.Memo(loop=loop, namespaces=namespaces, peering_lifetime_seconds=peering_lifetime_seconds)
 
 
 def watched(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
@@ -46,7 +45,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING  # kilowatt posts its own decision events
     settings.watching.server_timeout = 300
     settings.peering.lifetime = memo.peering_lifetime_seconds
-    memo.lock = asyncio.Lock()
 
 
 @kopf.on.create(GROUP, VERSION, "inferenceservices", when=watched)
@@ -89,11 +87,3 @@ def _report_invalid(body: kopf.Body, patch: kopf.Patch, problems: list, now: dat
     kopf.warn(body, reason="InvalidSpec", message=text)
 
 
-@kopf.daemon(GROUP, VERSION, "acceleratorpools", cancellation_timeout=10.0)
-async def control_loop(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
-    """Drive the global loop while this operator is the active peer."""
-    while not stopped:
-        async with memo.lock:
-            if memo.loop.due():
-                await asyncio.to_thread(memo.loop.run_if_due)
-        await stopped.wait(memo.loop.config.poll_seconds)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from kilowatt.api.v1alpha1 import ScalingMode
@@ -95,12 +96,18 @@ class ControlLoop:
         if not self.due():
             return None
         self._last_run = self.clock.monotonic()
+        self.telemetry.leader.set(1)
         report = self.run_once(now)
+        self.last_report = report  # before the count moves: whoever sees the count sees this report
         self.periods_run += 1
         self.telemetry.mark_period()
         self.telemetry.ready = True
-        self.last_report = report
         return report
+
+    def stand_by(self) -> None:
+        """Another operator holds peering: nothing this period (asked again at the next)."""
+        self._last_run = self.clock.monotonic()
+        self.telemetry.leader.set(0)
 
     def run_once(self, now: datetime | None = None) -> PeriodReport:
         now = now or self.clock.now()
@@ -135,7 +142,12 @@ class ControlLoop:
             self.telemetry.planner_seconds.observe(decided.plan.solve_seconds)
         factors = self._power_factors(seen, now)
         for item in seen.services:
-            report.cost_usd_per_hour += self._service(item, decided.decisions[item.key], seen, factors, report, now)
+            try:
+                report.cost_usd_per_hour += self._service(item, decided.decisions[item.key], seen, factors, report,
+                                                          now)
+            except ApiException as exc:  # the API server refused this service's write: mark it, go on
+                self.telemetry.errors.labels(kind="ApplyFailed").inc()
+                report.errors.append(self.applier.apply_failed(item.body, exc))
         for name, pool in seen.pools.items():
             status, events = pool_status(pool, seen.pool_states[name], seen.view,
                                          seen.observations.pools[name].power_watts
@@ -160,7 +172,7 @@ class ControlLoop:
         cost = placement_cost(served, {p: (n, decision.tensor_parallel.get(p, 1)) for p, n in decision.desired.items()},
                               seen.pool_states, now, factors, self.decider.capacity)
         status, events = service_status(item, decision, cost, self.applier.previous_status(item), seen.pools,
-                                        seen.metrics_error, now)
+                                        seen.metrics_error, now, seen.observations.metric_names)
         self.applier.post(item.body, events)
         self.applier.service_status(item.body, status)
         self.telemetry.record_service(item.input.service, decision, item.input.current, cost)

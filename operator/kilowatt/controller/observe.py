@@ -22,6 +22,7 @@ from kilowatt.state import pool_state
 class ObservedService:
     body: dict  # the object as the API server returned it: what Deployments, status and events are written for
     input: ServiceInput
+    applied_templates: dict[str, str | None] = field(default_factory=dict)  # pool -> its Deployment's template hash
 
     @property
     def key(self) -> str:
@@ -76,14 +77,19 @@ def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces:
     view = read_cluster(core, apps, list(pools.values()))
     price_queries = [p.spec.cost.electricity.prometheus.query for p in pools.values()
                      if p.spec.cost.electricity.prometheus is not None]
-    obs = source.observe([ServiceRef.of(s) for _, s in valid], view.node_pools, price_queries)
+    obs = source.observe([ServiceRef.of(s) for _, s in valid], view.topology, price_queries)
     pool_states, fallbacks = pool_states_now(pools, view, obs)
     current: dict[str, dict[str, CurrentPlacement]] = {s.key: {} for _, s in valid}
     for (key, pool), r in view.deployments.items():
         if key in current:
             current[key][pool] = CurrentPlacement(r.replicas, r.tensor_parallel, r.ready)
+    templates: dict[str, dict[str, str | None]] = {s.key: {} for _, s in valid}
+    for (key, pool), r in view.deployments.items():
+        if key in templates:
+            templates[key][pool] = r.template_hash
     services = [ObservedService(body, ServiceInput.of(svc, current[svc.key],
-                                                      obs.services.get(svc.key) if obs.available else None))
+                                                      obs.services.get(svc.key) if obs.available else None),
+                                templates[svc.key])
                 for body, svc in valid]
     return PeriodInput(pools, pool_states, services, view, obs, invalid_pools, invalid_services, fallbacks)
 

@@ -44,6 +44,7 @@ def service_status(
     pools: Mapping[str, AcceleratorPool],
     metrics_error: str | None,
     now: datetime,
+    metric_names: Mapping[str, str] | None = None,
 ) -> tuple[dict, list[Event]]:
     """The InferenceService's status after this period (wire form), and the events its conditions' transitions
     call for. ``previous``: the status as last written."""
@@ -60,7 +61,7 @@ def service_status(
     conditions = set_condition(conditions, "MetricsAvailable", data is not None,
                                "Observed" if data is not None else
                                ("PrometheusUnavailable" if metrics_error else "NoSeries"),
-                               "latency and load observed" if data is not None else
+                               _observed_text(metric_names) if data is not None else
                                (metrics_error or f"no vLLM series for {item.key} yet") + "; placement held", now)
     events = _metrics_transition(previous.get("conditions"), conditions, data is not None)
     binding = None if decision.held else decision.binding
@@ -89,6 +90,13 @@ def service_status(
         observed_generation=item.body["metadata"].get("generation"),
     )
     return status.model_dump(by_alias=True, mode="json"), events
+
+
+def _observed_text(metric_names: Mapping[str, str] | None) -> str:
+    """Which of the names vLLM has used over its versions this cluster's series carry."""
+    found = [f"{what} from {metric_names[key].removesuffix('_bucket')}" for key, what in
+             (("tpot_buckets", "TPOT"), ("kv_cache", "KV-cache use")) if key in (metric_names or {})]
+    return "latency and load observed" + (f" ({', '.join(found)})" if found else "")
 
 
 def slo_met_now(item: ObservedService, data: ServiceObservation | None) -> bool | None:

@@ -29,8 +29,11 @@ class Telemetry:
         self.decisions = Counter("kilowatt_decisions_total", "Placement changes, by kind", ["kind"], registry=r)
         self.actuations = Counter("kilowatt_actuations_total", "Deployments applied", registry=r)
         self.errors = Counter("kilowatt_errors_total", "Errors, by kind", ["kind"], registry=r)
+        self.leader = Gauge("kilowatt_leader", "1 while this operator holds peering and its control loop acts",
+                            registry=r)
         self.ready = False
         self.last_period = 0.0
+        self.last_heartbeat = 0.0
 
     def record_service(self, service: Any, decision: Any, current: Any, cost: Any) -> None:
         """One service's gauges after a period: replicas wanted and ready per pool, cost and power."""
@@ -44,21 +47,25 @@ class Telemetry:
     def mark_period(self) -> None:
         self.last_period = time.monotonic()
 
+    def heartbeat(self) -> None:
+        """The control loop's driver made a pass (a period, a stand-by, or nothing due): it is alive."""
+        self.last_heartbeat = time.monotonic()
+        self.ready = True
+
     async def serve(self, port: int, period_seconds: float, host: str = "0.0.0.0",
                     stale_after_seconds: float | None = None) -> web.AppRunner:
-        """``/healthz`` fails once an operator that has planned stops planning for ``stale_after_seconds``
-        (default: five periods, at least 120 s): kopf can lose its watch of AcceleratorPools when the API server
-        restarts and answers 404 for custom resources while it starts, which stops the loop's daemons; the
-        liveness probe then restarts the pod, and the new process watches afresh."""
+        """``/healthz`` fails once the control loop's driver has made no pass for ``stale_after_seconds``
+        (default: five periods, at least 120 s): it is stuck, and the liveness probe restarts the pod. A standby
+        replica (another holds peering) and a period the API server did not answer are passes: healthy."""
         stale_after = stale_after_seconds or max(5 * period_seconds, 120.0)
 
         async def metrics(_: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         async def healthz(_: web.Request) -> web.Response:
-            silent = time.monotonic() - self.last_period
+            silent = time.monotonic() - self.last_heartbeat
             if self.ready and silent > stale_after:
-                return web.Response(text=f"no control period for {silent:.0f}s (limit {stale_after:.0f}s)",
+                return web.Response(text=f"the control loop made no pass for {silent:.0f}s (limit {stale_after:.0f}s)",
                                     status=503)
             return web.Response(text="ok")
 

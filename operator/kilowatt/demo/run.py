@@ -43,7 +43,7 @@ from kilowatt.demo.cluster import (
     missing_binaries,
 )
 from kilowatt.demo.view import Frame, Header, LiveView, PlainView, PoolFrame, View
-from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef
+from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef, Topology
 from kilowatt.runner import RunOptions, build_loop, serve
 from kilowatt.demo.controlplane import ControlPlane, ControlPlaneError, free_port
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
@@ -70,14 +70,14 @@ class DemoMetrics:
         self.lock = lock
         self.initial_rps = initial_rps
 
-    def observe(self, services: list[ServiceRef], node_pools: dict[str, str], price_queries: list[str]) -> Observations:
+    def observe(self, services: list[ServiceRef], topology: Topology, price_queries: list[str]) -> Observations:
         with self.lock:
             if self.plane.now == 0.0:
                 svc = self.plane.service
                 mix = self.plane.mix
                 return Observations(True, services={svc.key: ServiceObservation(
                     self.initial_rps, mix.input_tokens, mix.output_tokens, None, None, None)})
-            return self.metrics.observe(services, node_pools, price_queries)
+            return self.metrics.observe(services, topology, price_queries)
 
 
 @dataclass

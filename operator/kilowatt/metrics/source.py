@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -16,16 +17,42 @@ class ServiceRef:
     percentile: float  # the SLO's percentile: latency is read at it
     ttft_seconds: float  # SLO targets, for attainment
     tpot_seconds: float
+    model_names: tuple[str, ...] = ()  # vLLM's model_name label values that are this service's (empty: any)
 
     @classmethod
     def of(cls, service: InferenceService) -> ServiceRef:
         slo = service.spec.slo
         return cls(service.metadata.namespace or "default", service.metadata.name, slo.percentile,
-                   slo.ttft_milliseconds / 1000, slo.tpot_milliseconds / 1000)
+                   slo.ttft_milliseconds / 1000, slo.tpot_milliseconds / 1000, served_model_names(service))
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+def served_model_names(service: InferenceService) -> tuple[str, ...]:
+    """The names vLLM labels this service's series with (``model_name``): ``--served-model-name`` where the
+    template sets it (it may list several), else the model kilowatt passes as ``--model``."""
+    names: list[str] = []
+    for container in (service.spec.template or {}).get("spec", {}).get("containers") or []:
+        args = [str(a) for a in container.get("args") or []]
+        for i, a in enumerate(args):
+            if a.startswith("--served-model-name="):
+                names.append(a.split("=", 1)[1])
+            elif a == "--served-model-name":
+                names += [x for x in args[i + 1:] if not x.startswith("-")][:8]
+                break
+        break  # the first container serves
+    return tuple(names) or (service.spec.model.name,)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where series come from, from the objects the loop reads anyway: which pool each node is in, and which
+    service and pool each serving pod belongs to (so a stock PodMonitor's ``namespace``/``pod`` labels suffice)."""
+
+    node_pools: Mapping[str, str] = field(default_factory=dict)  # node name -> pool
+    pods: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (ns, pod) -> (service key, pool)
 
 
 @dataclass(frozen=True)
@@ -47,6 +74,10 @@ class ServiceObservation:
     waiting: float | None = None
     kv_cache_usage: float | None = None
     by_pool: dict[str, PoolLatency] = field(default_factory=dict)
+    e2e_p_seconds: float | None = None
+    # Request length distributions over the window, as cumulative (upper bound, count) buckets.
+    prompt_length_buckets: tuple[tuple[float, float], ...] = ()
+    output_length_buckets: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,11 +93,10 @@ class Observations:
     services: dict[str, ServiceObservation | None] = field(default_factory=dict)  # key -> None: no series
     pools: dict[str, PoolObservation] = field(default_factory=dict)
     prices_usd_per_kwh: dict[str, float] = field(default_factory=dict)  # PromQL -> price
+    metric_names: dict[str, str] = field(default_factory=dict)  # what was read -> the series name found for it
 
 
 class MetricSource(Protocol):
-    def observe(
-        self, services: list[ServiceRef], node_pools: dict[str, str], price_queries: list[str]
-    ) -> Observations:
-        """Read one period's observations. ``node_pools`` maps node (host) names to pool names."""
+    def observe(self, services: list[ServiceRef], topology: Topology, price_queries: list[str]) -> Observations:
+        """Read one period's observations; ``topology`` says which pool a node, and which service a pod, is in."""
         ...

@@ -22,7 +22,14 @@ import numpy as np
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.economics.cost import WATTS_PER_KILOWATT
 from kilowatt.economics.prices import PriceSource
-from kilowatt.metrics.source import Observations, PoolLatency, PoolObservation, ServiceObservation, ServiceRef
+from kilowatt.metrics.source import (
+    Observations,
+    PoolLatency,
+    PoolObservation,
+    ServiceObservation,
+    ServiceRef,
+    Topology,
+)
 from kilowatt.performance import CapacityModel, TokenMix
 from kilowatt.planner.options import CapacityTable, replica_capacity
 from kilowatt.planner.snapshot import CurrentPlacement, PoolState
@@ -313,7 +320,7 @@ class SimulatedMetrics:
         self.plane = plane
         self.price_queries = price_queries or {}  # PromQL -> pool whose price it reads
 
-    def observe(self, services: list[ServiceRef], node_pools: dict[str, str], price_queries: list[str]) -> Observations:
+    def observe(self, services: list[ServiceRef], topology: Topology, price_queries: list[str]) -> Observations:
         plane = self.plane
         done = plane.finished_in_window()
         at = plane.at(plane.now)

@@ -24,7 +24,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, ScalingMode
 from kilowatt.decide import Decider, ServiceInput
-from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef
+from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef, Topology
 from kilowatt.performance import TokenMix
 from kilowatt.planner import PLANNER_BUDGET_SECONDS, Snapshot, plan
 from kilowatt.planner.options import replica_capacity
@@ -64,7 +64,7 @@ class KilowattPolicy(Policy):
 
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane, svc = self.plane, self.service
-        obs = self.metrics.observe([ServiceRef.of(svc)], {}, list(self.price_queries))
+        obs = self.metrics.observe([ServiceRef.of(svc)], Topology(), list(self.price_queries))
         if initial_rps is not None:
             # Before the run: the service was already serving this rate (the same warm start every policy gets).
             obs = Observations(True, services={svc.key: ServiceObservation(
@@ -116,7 +116,7 @@ class HpaPolicy(Policy):
         if initial_rps is not None:
             rps = initial_rps
         else:
-            data = SimulatedMetrics(plane).observe([ServiceRef.of(plane.service)], {}, []).services.get(plane.service.key)
+            data = SimulatedMetrics(plane).observe([ServiceRef.of(plane.service)], Topology(), []).services.get(plane.service.key)
             if data is None:
                 return {self.pool: (max(n, 1), self.degree)}
             rps = data.requests_per_second

@@ -54,7 +54,7 @@ def cluster(clients, crds):
         "h100", H100, "h100", 2.49, {"flatUsdPerKWh": 0.10}, 1.2))
     for ns in ("team-a", "team-b", "team-c"):
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    kubelet = ReadyDeployments(apps, core=core).start()
+    kubelet = ReadyDeployments(apps, core=core, namespaces=("team-a", "team-b", "team-c")).start()
     yield core, apps, custom
     kubelet.stop()
 
@@ -196,12 +196,7 @@ def test_a_spec_change_is_followed_by_observed_generation(operator, cluster):
 def user_pod(core, namespace: str, name: str, service: str, pool: str, node: str) -> None:
     """A serving pod the user runs (Advisory mode: kilowatt writes nothing), labelled so kilowatt reads its
     series: Running and Ready on a node of the pool."""
-    try:
-        core.create_namespaced_service_account(namespace, client.V1ServiceAccount(
-            metadata=client.V1ObjectMeta(name="default")))
-    except client.exceptions.ApiException as exc:
-        if exc.status != 409:
-            raise
+    _namespace(core, namespace)
     core.create_namespaced_pod(namespace, client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels={"kilowatt.dev/service": service, "kilowatt.dev/pool": pool}),
         spec=client.V1PodSpec(node_name=node, automount_service_account_token=False, containers=[client.V1Container(
@@ -282,17 +277,15 @@ def test_pending_pods_mark_a_pool_full_and_the_plan_spills(operator, cluster, fl
 
 
 def _namespace(core, name: str) -> None:
-    try:
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    except client.exceptions.ApiException as exc:
-        if exc.status != 409:
-            raise
-    try:
-        core.create_namespaced_service_account(name, client.V1ServiceAccount(
-            metadata=client.V1ObjectMeta(name="default")))
-    except client.exceptions.ApiException as exc:
-        if exc.status != 409:
-            raise
+    """The namespace and its default ServiceAccount (Pod admission wants it; no controller-manager runs here)."""
+    for create in (lambda: core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name))),
+                   lambda: core.create_namespaced_service_account(name, client.V1ServiceAccount(
+                       metadata=client.V1ObjectMeta(name="default")))):
+        try:
+            create()
+        except client.exceptions.ApiException as exc:
+            if exc.status != 409:
+                raise
 
 
 def test_a_rejected_deployment_marks_its_service_and_the_others_still_scale(operator, cluster, fleet):
@@ -333,6 +326,9 @@ def test_a_template_change_rolls_out_without_a_scale_event(operator, cluster):
     degree = d.metadata.annotations["kilowatt.dev/tensor-parallel"]
     assert [a for a in args if a.split("=")[0] in ("--tensor-parallel-size", "-tp")] == ["--tensor-parallel-size"]
     assert args[args.index("--tensor-parallel-size") + 1] == degree
+    container = d.spec.template.spec.containers[0]  # what the API server accepted, not only what was rendered
+    assert container.startup_probe.http_get.path == "/health" and container.readiness_probe.http_get.path == "/health"
+    assert {"cpu", "memory"} <= set(container.resources.requests)
     custom.patch_namespaced_custom_object(GROUP, VERSION, "team-b", "inferenceservices", "roll", {"spec": {
         "template": {"spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}}}})
     rolled = wait_for(lambda: (x := apps.read_namespaced_deployment(name, "team-b")).spec.template.spec.containers[

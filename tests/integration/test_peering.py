@@ -44,3 +44,25 @@ def test_two_operators_one_acts_and_the_other_takes_over(control_plane, peering)
 
 def _gauge(operator: OperatorThread, name: str) -> float:
     return operator.loop.telemetry.registry.get_sample_value(name)
+
+
+def test_the_loop_runs_with_no_pool_at_all(kubectl):
+    """One loop per process, not one per AcceleratorPool: on a cluster with no pool yet it still runs (and
+    reports the services it cannot place)."""
+    from kilowatt.demo.controlplane import ControlPlane
+
+    from tests.integration.conftest import Tool
+
+    cp = ControlPlane().start()
+    try:
+        own = Tool("kubectl", cp)
+        own("apply", "-f", "crds/")
+        own("wait", "--for=condition=established", "--timeout=60s", "crd", "-l", "app.kubernetes.io/part-of=kilowatt")
+        op = OperatorThread(str(cp.kubeconfig), "http://127.0.0.1:9").start()
+        try:
+            wait_for(lambda: op.loop.periods_run >= 3, 40, what="periods with no AcceleratorPool")
+            assert op.loop.last_report.errors == []
+        finally:
+            op.stop()
+    finally:
+        cp.stop()

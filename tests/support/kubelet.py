@@ -36,8 +36,11 @@ def _free_gpus(nodes: list, pods: list) -> dict[str, int]:
 
 class ReadyDeployments:
     def __init__(self, apps: Any, interval_seconds: float = 0.3, startup_seconds: float = 0.0,
-                 core: Any = None) -> None:
+                 core: Any = None, namespaces: tuple[str, ...] = ()) -> None:
+        """``namespaces``: only the Deployments there (empty: all) — other test modules' leftovers on the same
+        API server then take no GPUs on this module's nodes."""
         self.apps = apps
+        self.namespaces = namespaces
         self.core = core or client.CoreV1Api(apps.api_client)
         self.interval = interval_seconds
         self.startup = startup_seconds
@@ -69,6 +72,8 @@ class ReadyDeployments:
         pods = {(p.metadata.namespace, p.metadata.name): p for p in every_pod
                 if LABEL_SERVICE in (p.metadata.labels or {})}
         for d in self.apps.list_deployment_for_all_namespaces(label_selector=LABEL_SERVICE).items:
+            if self.namespaces and d.metadata.namespace not in self.namespaces:
+                continue
             want = d.spec.replicas or 0
             key = (d.metadata.namespace, d.metadata.name, want)
             since = self._seen.setdefault(key, now)

@@ -9,15 +9,44 @@ import signal
 import pytest
 from kubernetes import client
 
+from kilowatt.demo.controlplane import ControlPlane, free_port
+
+from tests.integration.conftest import Tool
+from tests.integration.operator_harness import (GROUP, H100, PRICE_QUERY, RTX4090, VERSION, OperatorThread,
+                                                make_gpu_node, pool_body, service_body, wait_for)
 from tests.support.exporters import Load, SimulatedFleet
 from tests.support.kubelet import ReadyDeployments
 from tests.support.prometheus import PrometheusServer
-from kilowatt.demo.controlplane import free_port
-
-from tests.integration.operator_harness import (GROUP, H100, PRICE_QUERY, RTX4090, VERSION, OperatorThread,
-                                                make_gpu_node, pool_body, service_body, wait_for)
 
 pytestmark = pytest.mark.integration
+
+
+# This module runs its own API server: its stand-in kubelet schedules Pods by free GPUs, and objects other
+# modules leave on the shared one (pools, nodes, Deployments and Pods of the same names) must not decide it.
+@pytest.fixture(scope="module")
+def control_plane():
+    cp = ControlPlane().start()
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture(scope="module")
+def kubectl(control_plane):
+    return Tool("kubectl", control_plane)
+
+
+@pytest.fixture(scope="module")
+def api(control_plane):
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(control_plane.kubeconfig)), client
+
+
+@pytest.fixture(scope="module")
+def crds(kubectl):
+    kubectl("apply", "-f", "crds/")
+    kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "-l", "app.kubernetes.io/part-of=kilowatt")
+    kubectl("api-resources", "--api-group=kilowatt.dev")
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +275,9 @@ def test_pending_pods_mark_a_pool_full_and_the_plan_spills(operator, cluster, fl
     core, apps, custom = cluster
     create(custom, service_body("team-c", "spill"))
     fleet.set_load("team-c", "spill", "rtx4090", Load(rps=10.0))
-    wait_for(lambda: deployments(apps, "team-c", "spill").get("rtx4090", 0) >= 1, 90, what="spill on rtx4090")
+    wait_for(lambda: deployments(apps, "team-c", "spill").get("rtx4090", 0) >= 2, 90,
+             what=lambda: f"spill serving on rtx4090: {deployments(apps, 'team-c', 'spill')}, "
+                          f"{condition(status(custom, 'team-c', 'spill'), 'MetricsAvailable')}")
     assert deployments(apps, "team-c", "spill").get("h100", 0) == 0
     # Another team's training jobs take every free GPU of the 4090 nodes, which kilowatt's pool still counts as
     # its own: the next replicas cannot be scheduled and stay Pending (tests/support/kubelet.py schedules as
@@ -261,7 +292,8 @@ def test_pending_pods_mark_a_pool_full_and_the_plan_spills(operator, cluster, fl
     try:
         fleet.set_load("team-c", "spill", "rtx4090", Load(rps=40.0))
         moved = wait_for(lambda: (d := deployments(apps, "team-c", "spill")).get("h100", 0) >= 1 and d, 90,
-                         what=lambda: f"spill to h100: {deployments(apps, 'team-c', 'spill')}")
+                         what=lambda: f"spill to h100: {deployments(apps, 'team-c', 'spill')}, "
+                                      f"{status(custom, 'team-c', 'spill').get('conditions')}")
         assert moved["h100"] >= 1
         pending = [p for p in core.list_namespaced_pod("team-c", label_selector="kilowatt.dev/service=spill").items
                    if not p.spec.node_name]

@@ -38,11 +38,13 @@ class ServiceInput:
     current: Mapping[str, CurrentPlacement]  # pool -> what runs there now
     data: ServiceObservation | None  # None: no metrics for it this period (a state, never a zero)
     state: ServiceState  # model, SLO, bounds and the observed token mix; no demand, no corrections
+    unschedulable: frozenset[str] = frozenset()  # pools where a replica of it waits for room (Pending, Unschedulable)
 
     @classmethod
     def of(cls, service: InferenceService, current: Mapping[str, CurrentPlacement],
-           data: ServiceObservation | None) -> ServiceInput:
-        return cls(service, dict(current), data, service_state(service, 0.0, observed_mix(data), current))
+           data: ServiceObservation | None, unschedulable: frozenset[str] = frozenset()) -> ServiceInput:
+        return cls(service, dict(current), data, service_state(service, 0.0, observed_mix(data), current),
+                   unschedulable)
 
     @property
     def key(self) -> str:
@@ -51,6 +53,20 @@ class ServiceInput:
     @property
     def running_replicas(self) -> int:
         return sum(c.replicas for c in self.current.values())
+
+    def held_without_metrics(self, metrics_error: str | None) -> bool:
+        """No series for a service that runs: keep its placement (never scale on missing data) — unless nothing of
+        it is ready and it waits for room its pool lacks: then no series can ever come, and it is planned at its
+        floor (at least one replica), where there is room."""
+        if self.data is not None or self.running_replicas == 0:
+            return False
+        stuck = bool(self.unschedulable) and metrics_error is None and not any(c.ready for c in self.current.values())
+        return not stuck
+
+    @property
+    def stuck_pools(self) -> frozenset[str]:
+        """Pools where its replicas wait for room and none of them serves: not worth planning on this period."""
+        return frozenset(p for p in self.unschedulable if p not in self.current or self.current[p].ready == 0)
 
 
 @dataclass(frozen=True)
@@ -121,7 +137,7 @@ class Decider:
         held: list[ServiceInput] = []
         lead = max((p.spec.replica_startup_seconds for p in pools.values()), default=0.0)
         for item in services:
-            if self.mode(item.service) is ScalingMode.OFF or (item.data is None and item.running_replicas > 0):
+            if self.mode(item.service) is ScalingMode.OFF or item.held_without_metrics(metrics_error):
                 held.append(item)
                 continue
             if item.data is None:
@@ -133,7 +149,11 @@ class Decider:
                 demand = self.demand.update(item.key, clock_seconds, rps, lead)
                 self._learn(item, pools)
             corrections = tuple((p, *self.correction.factors(item.key, p)) for p in sorted(pools))
-            planned.append((item, replace(item.state, demand_rps=max(0.0, demand), corrections=corrections)))
+            state = replace(item.state, demand_rps=max(0.0, demand), corrections=corrections)
+            if item.stuck_pools:  # spill: where its Pods cannot be scheduled, plan it elsewhere if it may go
+                allowed = tuple(p for p in (item.state.allowed_pools or sorted(pools)) if p not in item.stuck_pools)
+                state = replace(state, allowed_pools=allowed) if allowed else state
+            planned.append((item, state))
 
         # Held services keep their GPUs: the plan for the others works around them.
         free = _minus_held(pool_states, [item.current for item in held])

@@ -299,6 +299,14 @@ def test_pending_pods_mark_a_pool_full_and_the_plan_spills(operator, cluster, fl
                    if not p.spec.node_name]
         events = core.list_namespaced_event("team-c", field_selector="involvedObject.name=spill").items
         assert pending or any("full" in (e.message or "") for e in events)
+        # A new service now: its first replica cannot be scheduled, so no series will ever come from it — it is
+        # planned at its floor where there is room instead of waiting for metrics.
+        create(custom, service_body("team-c", "late"))
+        wait_for(lambda: deployments(apps, "team-c", "late").get("h100", 0) >= 1, 90,
+                 what=lambda: f"late placed on h100: {deployments(apps, 'team-c', 'late')}, "
+                              f"{status(custom, 'team-c', 'late').get('conditions')}")
+        custom.delete_namespaced_custom_object(GROUP, VERSION, "team-c", "inferenceservices", "late")
+        wait_for(lambda: not deployments(apps, "team-c", "late"), 60, what="late cleaned up")
     finally:
         for node in ("gpu-4090-a", "gpu-4090-b"):
             core.delete_namespaced_pod(f"training-{node}", "ml-research", grace_period_seconds=0)

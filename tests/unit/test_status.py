@@ -159,3 +159,28 @@ def test_the_loop_acts_only_while_this_process_holds_kopfs_peering():
     assert not holds_peering({"low": {"priority": 10, **seen(29)}}, "me", 20, now)  # kopf has not announced us
     stale = {"me": {"priority": 20, "lastseen": "2026-03-01T11:58:00+00:00", "lifetime": 60}}
     assert not holds_peering(stale, "me", 20, now)  # our own kopf stopped touching: others may take over
+
+
+def test_a_service_whose_only_replica_cannot_be_scheduled_moves_rather_than_waits_for_metrics():
+    """No series can come from a replica that never starts: with nothing ready and its Pod Unschedulable, the
+    service is planned at its floor where there is room; with a replica ready it is held as any service
+    without metrics is."""
+    from dataclasses import replace
+
+    pools, svc = _objects()
+    states = {name: pool_state(p, p.spec.max_gpus) for name, p in pools.items()}
+    full = {**states, "rtx4090": replace(states["rtx4090"], gpus_max=8)}  # the plan's view: room; the nodes': none
+    pending = {"rtx4090": CurrentPlacement(1, 1, 0)}
+    d = Decider().decide(T0, 0.0, [ServiceInput.of(svc, pending, None, unschedulable=frozenset({"rtx4090"}))], pools, full) \
+        .decisions[svc.key]
+    assert not d.held and d.changed and d.desired.get("h100", 0) >= 1
+    assert d.holds == (DownWindow("rtx4090", 1, 1, 0, 300.0, " GPUs"),)  # the Pending one goes after the window
+    waiting = Decider().decide(T0, 0.0, [ServiceInput.of(svc, pending, None)], pools, full).decisions[svc.key]
+    assert waiting.held  # merely not scraped yet: hold
+    ready = {"rtx4090": CurrentPlacement(2, 1, 1)}
+    held = Decider().decide(T0, 0.0, [ServiceInput.of(svc, ready, None, unschedulable=frozenset({"rtx4090"}))], pools, full) \
+        .decisions[svc.key]
+    assert held.held and held.desired == {"rtx4090": 2}
+    down = Decider().decide(T0, 0.0, [ServiceInput.of(svc, pending, None, unschedulable=frozenset({"rtx4090"}))], pools, full,
+                            "Prometheus down").decisions[svc.key]
+    assert down.held  # Prometheus unreadable: nothing is known, nothing moves

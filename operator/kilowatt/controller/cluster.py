@@ -31,6 +31,7 @@ class ClusterView:
     deployments: dict[tuple[str, str], Running] = field(default_factory=dict)  # (ns/service, pool) -> Running
     scheduled_gpus_by_pool: dict[str, int] = field(default_factory=dict)
     unschedulable_pools: set[str] = field(default_factory=set)  # pools with kilowatt pods Pending: no room
+    unschedulable_services: dict[str, set[str]] = field(default_factory=dict)  # service -> pools it has such Pods on
     pods: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (ns, pod) -> (service key, pool)
 
     @property
@@ -97,5 +98,8 @@ def read_cluster(core: Any, apps: Any, pools: list[AcceleratorPool]) -> ClusterV
         elif any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
                  for c in (p.status.conditions or []) if p.status):
             view.unschedulable_pools.add(pool)
+            if labels.get(LABEL_SERVICE):
+                view.unschedulable_services.setdefault(f"{p.metadata.namespace}/{labels[LABEL_SERVICE]}",
+                                                       set()).add(pool)
     view.scheduled_gpus_by_pool = dict(scheduled)
     return view

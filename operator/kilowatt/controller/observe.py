@@ -88,7 +88,8 @@ def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces:
         if key in templates:
             templates[key][pool] = r.template_hash
     services = [ObservedService(body, ServiceInput.of(svc, current[svc.key],
-                                                      obs.services.get(svc.key) if obs.available else None),
+                                                      obs.services.get(svc.key) if obs.available else None,
+                                                      frozenset(view.unschedulable_services.get(svc.key, ()))),
                                 templates[svc.key])
                 for body, svc in valid]
     return PeriodInput(pools, pool_states, services, view, obs, invalid_pools, invalid_services, fallbacks)

@@ -248,6 +248,58 @@ def test_advisory_mode_reports_but_never_touches_deployments(operator, cluster, 
     assert any(e.reason == "Recommendation" and "would scale (Advisory)" in e.message for e in events)
 
 
+def test_a_rejected_deployment_marks_its_service_and_the_others_still_scale(operator, cluster, fleet):
+    core, apps, custom = cluster
+    # The API server refuses this Deployment (a container name must be a DNS label); the CRD keeps the template
+    # as written, so only the apply fails.
+    broken = service_body("team-c", "broken")
+    broken["spec"]["template"]["spec"]["containers"][0]["name"] = "Not_A_DNS_Label"
+    create(custom, broken)
+    create(custom, service_body("team-c", "healthy"))
+    fleet.set_load("team-c", "healthy", "rtx4090", Load(rps=25.0))
+    try:
+        placed = wait_for(lambda: (c := condition(status(custom, "team-c", "broken"), "Placed")).get(
+            "reason") == "ApplyFailed" and c, 60, what=lambda: f"ApplyFailed: {status(custom, 'team-c', 'broken')}")
+        assert placed["status"] == "False" and "Not_A_DNS_Label" in placed["message"]
+        events = core.list_namespaced_event("team-c", field_selector="involvedObject.name=broken").items
+        assert any(e.type == "Warning" and e.reason == "ApplyFailed" for e in events)
+        got = wait_for(lambda: (d := deployments(apps, "team-c", "healthy")).get("rtx4090", 0) >= 3 and d, 90,
+                       what=lambda: f"healthy scaled: {deployments(apps, 'team-c', 'healthy')}")
+        assert got["rtx4090"] >= 3 and deployments(apps, "team-c", "broken") == {}
+        assert condition(status(custom, "team-c", "healthy"), "Placed").get("status") == "True"
+    finally:
+        fleet.set_load("team-c", "healthy", "rtx4090", Load(rps=0.0))
+        for name in ("broken", "healthy"):
+            custom.delete_namespaced_custom_object(GROUP, VERSION, "team-c", "inferenceservices", name)
+        wait_for(lambda: not deployments(apps, "team-c", "healthy"), 60, what="cleanup")
+
+
+def test_a_template_change_rolls_out_without_a_scale_event(operator, cluster):
+    _, apps, custom = cluster
+    create(custom, service_body("team-b", "roll", template={"spec": {"containers": [{
+        "name": "vllm", "image": "vllm/vllm-openai:v0.10.0", "args": ["--tensor-parallel-size", "1", "-tp=2"]}]}}))
+    first = wait_for(lambda: (d := deployments(apps, "team-b", "roll")) and d, 60, what="placed")
+    (pool, replicas), = first.items()
+    name = f"roll-{pool}"
+    d = apps.read_namespaced_deployment(name, "team-b")
+    args = d.spec.template.spec.containers[0].args
+    degree = d.metadata.annotations["kilowatt.dev/tensor-parallel"]
+    assert [a for a in args if a.split("=")[0] in ("--tensor-parallel-size", "-tp")] == ["--tensor-parallel-size"]
+    assert args[args.index("--tensor-parallel-size") + 1] == degree
+    container = d.spec.template.spec.containers[0]  # what the API server accepted, not only what was rendered
+    assert container.startup_probe.http_get.path == "/health" and container.readiness_probe.http_get.path == "/health"
+    assert {"cpu", "memory"} <= set(container.resources.requests)
+    custom.patch_namespaced_custom_object(GROUP, VERSION, "team-b", "inferenceservices", "roll", {"spec": {
+        "template": {"spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}}}})
+    rolled = wait_for(lambda: (x := apps.read_namespaced_deployment(name, "team-b")).spec.template.spec.containers[
+        0].image == "vllm/vllm-openai:v0.11.0" and x, 30, what="the new image rolled out")
+    assert rolled.spec.replicas == replicas
+    assert rolled.metadata.annotations["kilowatt.dev/template-hash"] != d.metadata.annotations[
+        "kilowatt.dev/template-hash"]
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "team-b", "inferenceservices", "roll")
+    wait_for(lambda: not deployments(apps, "team-b", "roll"), 60, what="cleanup")
+
+
 def test_prometheus_down_holds_placement_and_says_so(operator, cluster, prometheus, fleet):
     _, apps, custom = cluster
     before = deployments(apps, "team-a", "chat")
@@ -326,58 +378,6 @@ def _namespace(core, name: str) -> None:
         except client.exceptions.ApiException as exc:
             if exc.status != 409:
                 raise
-
-
-def test_a_rejected_deployment_marks_its_service_and_the_others_still_scale(operator, cluster, fleet):
-    core, apps, custom = cluster
-    # The API server refuses this Deployment (a container name must be a DNS label); the CRD keeps the template
-    # as written, so only the apply fails.
-    broken = service_body("team-c", "broken")
-    broken["spec"]["template"]["spec"]["containers"][0]["name"] = "Not_A_DNS_Label"
-    create(custom, broken)
-    create(custom, service_body("team-c", "healthy"))
-    fleet.set_load("team-c", "healthy", "rtx4090", Load(rps=25.0))
-    try:
-        placed = wait_for(lambda: (c := condition(status(custom, "team-c", "broken"), "Placed")).get(
-            "reason") == "ApplyFailed" and c, 60, what=lambda: f"ApplyFailed: {status(custom, 'team-c', 'broken')}")
-        assert placed["status"] == "False" and "Not_A_DNS_Label" in placed["message"]
-        events = core.list_namespaced_event("team-c", field_selector="involvedObject.name=broken").items
-        assert any(e.type == "Warning" and e.reason == "ApplyFailed" for e in events)
-        got = wait_for(lambda: (d := deployments(apps, "team-c", "healthy")).get("rtx4090", 0) >= 3 and d, 90,
-                       what=lambda: f"healthy scaled: {deployments(apps, 'team-c', 'healthy')}")
-        assert got["rtx4090"] >= 3 and deployments(apps, "team-c", "broken") == {}
-        assert condition(status(custom, "team-c", "healthy"), "Placed").get("status") == "True"
-    finally:
-        fleet.set_load("team-c", "healthy", "rtx4090", Load(rps=0.0))
-        for name in ("broken", "healthy"):
-            custom.delete_namespaced_custom_object(GROUP, VERSION, "team-c", "inferenceservices", name)
-        wait_for(lambda: not deployments(apps, "team-c", "healthy"), 60, what="cleanup")
-
-
-def test_a_template_change_rolls_out_without_a_scale_event(operator, cluster):
-    _, apps, custom = cluster
-    create(custom, service_body("team-b", "roll", template={"spec": {"containers": [{
-        "name": "vllm", "image": "vllm/vllm-openai:v0.10.0", "args": ["--tensor-parallel-size", "1", "-tp=2"]}]}}))
-    first = wait_for(lambda: (d := deployments(apps, "team-b", "roll")) and d, 60, what="placed")
-    (pool, replicas), = first.items()
-    name = f"roll-{pool}"
-    d = apps.read_namespaced_deployment(name, "team-b")
-    args = d.spec.template.spec.containers[0].args
-    degree = d.metadata.annotations["kilowatt.dev/tensor-parallel"]
-    assert [a for a in args if a.split("=")[0] in ("--tensor-parallel-size", "-tp")] == ["--tensor-parallel-size"]
-    assert args[args.index("--tensor-parallel-size") + 1] == degree
-    container = d.spec.template.spec.containers[0]  # what the API server accepted, not only what was rendered
-    assert container.startup_probe.http_get.path == "/health" and container.readiness_probe.http_get.path == "/health"
-    assert {"cpu", "memory"} <= set(container.resources.requests)
-    custom.patch_namespaced_custom_object(GROUP, VERSION, "team-b", "inferenceservices", "roll", {"spec": {
-        "template": {"spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}}}})
-    rolled = wait_for(lambda: (x := apps.read_namespaced_deployment(name, "team-b")).spec.template.spec.containers[
-        0].image == "vllm/vllm-openai:v0.11.0" and x, 30, what="the new image rolled out")
-    assert rolled.spec.replicas == replicas
-    assert rolled.metadata.annotations["kilowatt.dev/template-hash"] != d.metadata.annotations[
-        "kilowatt.dev/template-hash"]
-    custom.delete_namespaced_custom_object(GROUP, VERSION, "team-b", "inferenceservices", "roll")
-    wait_for(lambda: not deployments(apps, "team-b", "roll"), 60, what="cleanup")
 
 
 def test_operator_restart_leaves_no_duplicate_or_orphaned_deployments(control_plane, operator, cluster, prometheus):

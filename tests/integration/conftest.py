@@ -1,4 +1,4 @@
-"""Real components for integration tests: kube-apiserver + etcd, kubectl 1.20 and helm from the setup cache."""
+"""Real components for integration tests: kube-apiserver 1.36 + etcd, kubectl and helm from the setup cache."""
 
 from __future__ import annotations
 

@@ -118,13 +118,66 @@ def test_invalid_objects_are_refused_with_the_field(api, crds, doc, field):
     assert field in message
 
 
-def test_cross_field_rules_need_the_operator_on_1_20(api, crds):
-    """Kubernetes 1.20 has no CEL: min > max passes the schema. `kilowatt validate` (and the operator's status,
-    a later issue) refuses it by name; this test pins that split so a future CEL rule replaces it knowingly."""
-    from kilowatt.api.v1alpha1 import InferenceService, short_error
+_TILES = [{"start": "00:00", "end": "07:00", "usdPerKWh": 0.1}, {"start": "07:00", "end": "24:00", "usdPerKWh": 0.2}]
+CROSS_FIELD = [
+    (_service("inverted", lambda s: s.update(replicas={"min": 5, "max": 2})), "spec.replicas.min",
+     "replicas.min must be at most replicas.max"),
+    (_service("zero-min-1", lambda s: s.update(replicas={"min": 1, "max": 4}, scaling={"scaleToZero": True})),
+     "spec.scaling.scaleToZero", "set replicas.min to 0"),
+    (_service("twin-profiles", lambda s: s.update(profiles=[
+        {"pool": "h100", "maxRequestsPerSecond": 9}, {"pool": "h100", "tensorParallel": 1, "maxRequestsPerSecond": 7}])),
+     "spec.profiles", "unique per (pool, tensorParallel)"),
+    (_service("Upper", lambda s: None), "metadata.name", "DNS-1035"),
+    (_service("7up", lambda s: None), "metadata.name", "starting with a letter"),
+    (_service("x" * 64, lambda s: None), "metadata.name", "at most 63 characters"),
+    (_pool("two-prices", lambda s: s["cost"]["electricity"].update(
+        timeOfUse={"timeZone": "UTC", "periods": _TILES})), "spec.cost.electricity",
+     "exactly one of flatUsdPerKWh, timeOfUse and prometheus"),
+    (_pool("no-price", lambda s: s["cost"].update(electricity={"gramsCO2PerKWh": 300})), "spec.cost.electricity",
+     "exactly one of"),
+    (_pool("gap", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "UTC", "periods": [
+        {"start": "00:00", "end": "07:00", "usdPerKWh": 0.1}, {"start": "08:00", "end": "24:00", "usdPerKWh": 0.2}]}})),
+     "spec.cost.electricity.timeOfUse.periods", "every period must start when another one ends"),
+    (_pool("overlap", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "UTC", "periods": [
+        {"start": "22:00", "end": "08:00", "usdPerKWh": 0.1}, {"start": "07:00", "end": "22:00", "usdPerKWh": 0.2}]}})),
+     "spec.cost.electricity.timeOfUse.periods", "lengths must add up to 24 hours"),
+    (_pool("empty-period", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "UTC", "periods": [
+        {"start": "09:00", "end": "09:00", "usdPerKWh": 0.1}]}})),
+     "spec.cost.electricity.timeOfUse.periods[0].end", "ends when it starts"),
+]
 
-    doc = _service("inverted", lambda s: s.update(replicas={"min": 5, "max": 2}))
+
+@pytest.mark.parametrize("doc,field,fix", CROSS_FIELD, ids=[d["metadata"]["name"][:20] for d, _, _ in CROSS_FIELD])
+def test_the_api_server_refuses_cross_field_rules_as_kilowatt_does(api, crds, doc, field, fix):
+    """CEL rules in the CRD: a 422 naming the field and the fix. The same spec fails the pydantic model's own
+    validators (the CLI's and the twin's), so the API server and kilowatt agree on what is valid."""
+    from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
+
+    status, message = _create(api, doc)
+    assert status == 422, message
+    assert field in message and fix in message, message
+    model = AcceleratorPool if doc["kind"] == "AcceleratorPool" else InferenceService
+    with pytest.raises(ValueError):
+        model.model_validate(doc)
+
+
+def test_a_wrapping_time_of_use_schedule_is_accepted(api, crds):
+    """22:00-06:00 wraps past midnight: with 06:00-22:00 it covers the day once, and both sides say so."""
+    from kilowatt.api.v1alpha1 import AcceleratorPool
+
+    doc = _pool("night-and-day", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "UTC", "periods": [
+        {"start": "22:00", "end": "06:00", "usdPerKWh": 0.1}, {"start": "06:00", "end": "22:00", "usdPerKWh": 0.2}]}}))
     assert _create(api, doc) == (201, "")
-    with pytest.raises(Exception) as err:
-        InferenceService.model_validate(doc)
-    assert short_error(err.value) == "spec.replicas: min (5) must be at most max (2)"
+    AcceleratorPool.model_validate(doc)
+    _custom(api).delete_cluster_custom_object("kilowatt.dev", "v1alpha1", "acceleratorpools", "night-and-day")
+
+
+def test_kubectl_shows_the_field_and_the_fix(kubectl, crds, tmp_path):
+    doc = _service("kubectl-inverted", lambda s: s.update(replicas={"min": 3, "max": 1}))
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = kubectl("apply", "-f", str(path), check=False)
+    assert out.returncode != 0
+    assert ('The InferenceService "kubectl-inverted" is invalid' in out.stderr
+            and "spec.replicas.min: Invalid value" in out.stderr
+            and "replicas.min must be at most replicas.max: lower min or raise max" in out.stderr), out.stderr

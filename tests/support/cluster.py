@@ -1,10 +1,11 @@
 """A simulated cluster on top of the embedded control plane: kube-controller-manager and kube-scheduler (built
-from Debian's kubernetes 1.20 source by scripts/setup.sh) and kwok simulating GPU nodes and pod lifecycles.
+by scripts/setup.sh from the Go module proxy) and kwok simulating GPU nodes and pod lifecycles.
 
 Deployments become ReplicaSets and Pods (the real controllers), Pods are scheduled by the real scheduler on
 nodeSelector, tolerations and allocatable ``nvidia.com/gpu`` — or stay Pending when a pool is full — and kwok
-marks the ones bound to its nodes Running and Ready. ServiceAccount token Secrets are issued by the real token
-controller, so an operator can run with exactly the credentials the Helm chart gives it.
+marks the ones bound to its nodes Running and Ready. Owner references are followed by the real garbage collector.
+A ServiceAccount's token comes from the TokenRequest API, so an operator can run with exactly the credentials the
+Helm chart gives it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class SimulatedCluster:
         cp._spawn("kube-controller-manager", [
             str(find_binary("kube-controller-manager")), f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false", "--port=0", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
             f"--service-account-private-key-file={cp.dir / 'sa.key'}", f"--root-ca-file={cp.dir / 'ca.crt'}",
             "--use-service-account-credentials=false", "--controllers=*",
             "--node-monitor-grace-period=120s", "--v=0",  # kwok's heartbeats come every 20-45 s
@@ -35,7 +36,7 @@ class SimulatedCluster:
         cp._spawn("kube-scheduler", [
             str(find_binary("kube-scheduler")), f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false", "--port=0", "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--v=0",
+            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--v=0",
         ])
         stages = cache_bin_dir().parent / "kwok-stages.yaml"
         if not stages.is_file():
@@ -45,11 +46,11 @@ class SimulatedCluster:
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
             "--server-address=127.0.0.1:" + str(free_port()),
         ])
-        self._wait_for_token_controller(timeout_seconds)
+        self._wait_for_controllers(timeout_seconds)
         return self
 
-    def _wait_for_token_controller(self, timeout_seconds: float) -> None:
-        """The default ServiceAccount gets its token Secret once the controller-manager runs."""
+    def _wait_for_controllers(self, timeout_seconds: float) -> None:
+        """The controller-manager's ServiceAccount controller creates the default namespace's ServiceAccount."""
         from kubernetes import client, config
 
         core = client.CoreV1Api(config.new_client_from_config(config_file=str(self.cp.kubeconfig)))
@@ -59,13 +60,12 @@ class SimulatedCluster:
                 if proc.poll() is not None:
                     raise ControlPlaneError(f"{name} exited with code {proc.returncode}:\n{self.cp.log(name)[-2000:]}")
             try:
-                sa = core.read_namespaced_service_account("default", "default")
-                if sa.secrets:
-                    return
+                core.read_namespaced_service_account("default", "default")
+                return
             except Exception:  # noqa: BLE001 - not there yet
                 pass
             time.sleep(0.3)
-        raise ControlPlaneError("kube-controller-manager issued no ServiceAccount token in "
+        raise ControlPlaneError("kube-controller-manager created no default ServiceAccount in "
                                 f"{timeout_seconds:.0f}s:\n{self.cp.log('kube-controller-manager')[-2000:]}")
 
     def stop(self) -> None:

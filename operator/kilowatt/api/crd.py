@@ -13,12 +13,15 @@ from typing import Any
 import yaml
 
 from kilowatt.api.v1alpha1 import (
+    DNS_1035,
+    DNS_LABEL,
     GROUP,
     VERSION,
     AcceleratorPoolSpec,
     AcceleratorPoolStatus,
     InferenceServiceSpec,
     InferenceServiceStatus,
+    cel,
 )
 
 _DROP = {"title", "$defs", "discriminator"}
@@ -85,7 +88,14 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
     return walk(schema)
 
 
-def _schema(spec_model: type, status_model: type, description: str) -> dict[str, Any]:
+def name_rule(pattern: str, what: str) -> dict[str, str]:
+    """CEL on the object's root: the name must be ``pattern`` (``what`` in words) and at most 63 characters."""
+    return cel(f"self.metadata.name.matches('{pattern}') && size(self.metadata.name) <= 63",
+               f"metadata.name must be {what} of at most 63 characters: kilowatt names Deployments and labels "
+               "after it; choose a shorter or simpler name")
+
+
+def _schema(spec_model: type, status_model: type, description: str, root_rules: list[dict]) -> dict[str, Any]:
     spec = structural(spec_model.model_json_schema(by_alias=True, mode="validation"))
     status = structural(status_model.model_json_schema(by_alias=True, mode="validation"))
     status["x-kubernetes-preserve-unknown-fields"] = True
@@ -101,6 +111,7 @@ def _schema(spec_model: type, status_model: type, description: str) -> dict[str,
             "spec": spec,
             "status": status,
         },
+        "x-kubernetes-validations": root_rules,
     }
 
 
@@ -150,7 +161,9 @@ def inference_service_crd() -> dict[str, Any]:
         {"name": "USD/h", "type": "number", "jsonPath": ".status.costPerHourUsd"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    schema = _schema(InferenceServiceSpec, InferenceServiceStatus, "One model served under one latency SLO.")
+    schema = _schema(InferenceServiceSpec, InferenceServiceStatus, "One model served under one latency SLO.",
+                     [name_rule(DNS_1035, "a DNS-1035 label (lowercase letters, digits and '-', starting with a "
+                                "letter)")])
     return _crd("inferenceservices", "InferenceService", "Namespaced", ["kwis", "kwisvc"], columns, schema)
 
 
@@ -163,7 +176,8 @@ def accelerator_pool_crd() -> dict[str, Any]:
         {"name": "USD/kWh", "type": "number", "jsonPath": ".status.electricityUsdPerKWh"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    schema = _schema(AcceleratorPoolSpec, AcceleratorPoolStatus, "One GPU type on a set of nodes, and its cost.")
+    schema = _schema(AcceleratorPoolSpec, AcceleratorPoolStatus, "One GPU type on a set of nodes, and its cost.",
+                     [name_rule(DNS_LABEL, "a DNS label (lowercase letters, digits and '-')")])
     return _crd("acceleratorpools", "AcceleratorPool", "Cluster", ["kwpool", "accpool"], columns, schema)
 
 

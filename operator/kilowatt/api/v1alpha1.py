@@ -3,11 +3,12 @@
 Field names carry their units (``usdPerGPUHour``, ``boardPowerWatts``, ``ttftMilliseconds``) because a
 factor-of-1000 slip between kWh and Wh, or ms and s, is the worst bug this project can have.
 
-Every rule a structural OpenAPI schema can express is expressed as a field constraint here and so ends up in
-the CRD (the API server then refuses the object with a 422 naming the field). Rules that need more than one
-field (min <= max replicas, a time-of-use schedule that covers the day) live in ``model_validator``s: the
-CLI and the operator apply them and report violations in the object's status, because Kubernetes 1.20 has
-no CEL validation.
+Every rule that needs no other object is in the CRD, so the API server refuses a bad object with a 422 naming
+the field: one-field rules as field constraints, rules over several fields of one object as CEL
+(``x-kubernetes-validations``, beside the ``model_validator`` that applies the same rule in Python for the CLI,
+the twin and API servers that skip CEL). Each ``cel(...)`` here and the validator beside it are one rule, and a
+test (tests/unit/test_crds.py) evaluates both on the same specs. Rules that need another object (a pool that
+does not exist) are reported in status and events by the operator.
 """
 
 from __future__ import annotations
@@ -25,8 +26,28 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _TIME_ZONE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None, reason: str = "FieldValueInvalid") -> dict[str, str]:
+    """One CEL validation rule for the CRD: ``message`` names the field and says the fix; ``field_path`` (relative
+    to the object the rule sits on) is where the API server reports it."""
+    out = {"rule": rule, "message": message, "reason": reason}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
+    """``model_config`` ``json_schema_extra`` carrying CEL rules into the generated CRD."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+# HH:MM as minutes after midnight, in CEL (24:00 is 1440).
+def _cel_minutes(field: str) -> str:
+    return f"(int({field}.substring(0, 2)) * 60 + int({field}.substring(3, 5)))"
 
 
 class _Model(BaseModel):
@@ -90,8 +111,12 @@ class Toleration(_Model):
 class TimeOfUsePeriod(_Model):
     """Electricity price between two wall-clock times; ``end`` is exclusive and ``24:00`` means midnight."""
 
-    start: str = Field(pattern=_HHMM, description="Start time, HH:MM (24-hour clock, local to the time zone).")
-    end: str = Field(pattern=_HHMM, description="End time, HH:MM, exclusive; 24:00 for midnight.")
+    model_config = ConfigDict(json_schema_extra=cel_rules(cel(
+        "self.start != self.end",
+        "a period that ends when it starts is empty: give end a different time (24:00 for midnight)", ".end")))
+    start: str = Field(
+        pattern=_HHMM, max_length=5, description="Start time, HH:MM (24-hour clock, local to the time zone).")
+    end: str = Field(pattern=_HHMM, max_length=5, description="End time, HH:MM, exclusive; 24:00 for midnight.")
     usd_per_kwh: float = Field(
         alias="usdPerKWh", ge=0, le=100, description="Price in US dollars per kilowatt-hour (not per MWh)."
     )
@@ -102,8 +127,22 @@ def _minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
+_START, _END = _cel_minutes("p.start"), _cel_minutes("p.end")
+_LENGTH = f"({_END} > {_START} ? {_END} - {_START} : {_END} + 1440 - {_START})"
+_TILES_THE_DAY = (
+    cel(f"self.periods.map(p, {_LENGTH}).sum() == 1440",
+        "periods must cover the whole day exactly once: their lengths must add up to 24 hours, with no overlap "
+        "(a period from 22:00 to 06:00 wraps past midnight)", ".periods"),
+    cel(f"self.periods.all(q, self.periods.exists(p, {_END} % 1440 == "
+        f"{_cel_minutes('q.start')} % 1440))",
+        "periods must cover the whole day with no gap: every period must start when another one ends", ".periods"),
+)
+
+
 class TimeOfUseSchedule(_Model):
     """Prices by time of day. The periods must cover the whole day once, with no gap and no overlap."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(*_TILES_THE_DAY))
 
     time_zone: str = Field(pattern=_TIME_ZONE, description="IANA time zone, e.g. Europe/Berlin or America/Chicago.")
     periods: list[TimeOfUsePeriod] = Field(min_length=1, max_length=48)
@@ -120,11 +159,12 @@ class TimeOfUseSchedule(_Model):
     @model_validator(mode="after")
     def _covers_the_day(self) -> TimeOfUseSchedule:
         # Split wrap-around periods (22:00-06:00) into two, then require the pieces to tile [0, 1440).
+        # CEL (_TILES_THE_DAY) states the same: the lengths add up to a day, and each period starts where one ends.
         pieces: list[tuple[int, int, str]] = []
         for period in self.periods:
             start, end = _minutes(period.start), _minutes(period.end)
             label = f"{period.start}-{period.end}"
-            if start == end:
+            if period.start == period.end:
                 raise ValueError(f"period {label} is empty; start and end must differ")
             if start < end:
                 pieces.append((start, end, label))
@@ -156,6 +196,10 @@ class PrometheusPrice(_Model):
 
 class Electricity(_Model):
     """Exactly one of flat, timeOfUse or prometheus."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(cel(
+        "[has(self.flatUsdPerKWh), has(self.timeOfUse), has(self.prometheus)].filter(x, x).size() == 1",
+        "set exactly one of flatUsdPerKWh, timeOfUse and prometheus")))
 
     flat_usd_per_kwh: float | None = Field(
         default=None, alias="flatUsdPerKWh", ge=0, le=100, description="One price in USD per kWh, all day."
@@ -235,9 +279,15 @@ class AcceleratorPoolStatus(_Model):
 
 class ObjectMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
-    name: str = Field(pattern=_DNS_LABEL, max_length=63)
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
     namespace: str | None = None
     generation: int | None = None
+
+
+class ServiceMeta(ObjectMeta):
+    """An InferenceService's name also names the Services kilowatt owns, so it must start with a letter."""
+
+    name: str = Field(pattern=DNS_1035, max_length=63)
 
 
 class AcceleratorPool(_Model):
@@ -291,6 +341,8 @@ class SLO(_Model):
 
 
 class ReplicaBounds(_Model):
+    model_config = ConfigDict(json_schema_extra=cel_rules(cel(
+        "!has(self.min) || !has(self.max) || self.min <= self.max", "replicas.min must be at most replicas.max: lower min or raise max", ".min")))
     min: int = Field(default=0, ge=0, le=10000, description="Fewest replicas across all pools.")
     max: int = Field(default=16, ge=1, le=10000, description="Most replicas across all pools.")
 
@@ -304,7 +356,7 @@ class ReplicaBounds(_Model):
 class Profile(_Model):
     """A measured capacity on one pool that overrides kilowatt's prior for it."""
 
-    pool: str = Field(pattern=_DNS_LABEL, max_length=63)
+    pool: str = Field(pattern=DNS_LABEL, max_length=63)
     tensor_parallel: int = Field(default=1, ge=1, le=64)
     max_requests_per_second: float = Field(
         gt=0, le=1_000_000, description="Highest load one replica sustained within this service's SLO, req/s."
@@ -338,6 +390,18 @@ class Scaling(_Model):
 
 
 class InferenceServiceSpec(_Model):
+    model_config = ConfigDict(json_schema_extra=cel_rules(
+        # Rules see the object after defaulting, but the CRD's own defaults ({} for replicas, scaling) are checked
+        # against them too, before theirs apply: every field is guarded with has().
+        cel("!(has(self.scaling) && has(self.scaling.scaleToZero) && self.scaling.scaleToZero) || "
+            "!has(self.replicas) || !has(self.replicas.min) || self.replicas.min == 0",
+            "scaling.scaleToZero needs replicas.min 0: set replicas.min to 0, or scaleToZero to false",
+            ".scaling.scaleToZero"),
+        cel("!has(self.profiles) || self.profiles.all(a, self.profiles.exists_one(b, b.pool == a.pool && "
+            "(has(b.tensorParallel) ? b.tensorParallel : 1) == (has(a.tensorParallel) ? a.tensorParallel : 1)))",
+            "profiles must be unique per (pool, tensorParallel): merge the duplicate into one profile",
+            ".profiles"),
+    ))
     model: ModelSpec
     template: dict[str, Any] = Field(
         default_factory=dict,
@@ -351,10 +415,24 @@ class InferenceServiceSpec(_Model):
         default_factory=list,
         max_length=64,
         description="Pools this service may use. Empty: every pool the model fits on.",
-        json_schema_extra={"items": {"type": "string", "pattern": _DNS_LABEL, "maxLength": 63}},
+        json_schema_extra={"items": {"type": "string", "pattern": DNS_LABEL, "maxLength": 63}},
     )
     profiles: list[Profile] = Field(default_factory=list, max_length=256)
     scaling: Scaling = Field(default_factory=Scaling)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InferenceServiceSpec:
+        if self.scaling.scale_to_zero and self.replicas.min != 0:
+            raise ValueError(f"scaling.scaleToZero needs replicas.min 0 (got {self.replicas.min}): set replicas.min "
+                             "to 0, or scaleToZero to false")
+        seen: set[tuple[str, int]] = set()
+        for profile in self.profiles:
+            key = (profile.pool, profile.tensor_parallel)
+            if key in seen:
+                raise ValueError(f"profiles: two profiles for pool {profile.pool} at tensorParallel "
+                                 f"{profile.tensor_parallel}; merge them into one")
+            seen.add(key)
+        return self
 
 
 class PoolPlacement(_Model):
@@ -415,7 +493,7 @@ class InferenceService(_Model):
     model_config = ConfigDict(extra="ignore")
     api_version: Literal["kilowatt.dev/v1alpha1"] = API_VERSION
     kind: Literal["InferenceService"] = "InferenceService"
-    metadata: ObjectMeta
+    metadata: ServiceMeta
     spec: InferenceServiceSpec
     status: InferenceServiceStatus | None = None
 

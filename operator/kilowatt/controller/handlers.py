@@ -39,7 +39,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = "kilowatt.dev/finalizer"
+    settings.persistence.finalizer = "kilowatt.dev/finalizer"  # never added now (no required delete handler)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kilowatt.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kilowatt.dev")
     settings.posting.level = logging.WARNING  # kilowatt posts its own decision events
@@ -59,10 +59,14 @@ def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: An
     memo.loop.request_run()
 
 
-@kopf.on.delete(GROUP, VERSION, "inferenceservices", when=watched)
+@kopf.on.delete(GROUP, VERSION, "inferenceservices", when=watched, optional=True)
 def service_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """Remove the service's Deployments now (owner references would too, but only where GC runs). This runs in
-    one of kopf's threads: the loop is told to forget the service (thread-safe), not changed here."""
+    """Remove the service's Deployments now (their owner references make the garbage collector do it too). This
+    runs in one of kopf's threads: the loop is told to forget the service (thread-safe), not changed here.
+
+    ``optional``: no finalizer. Deleting an InferenceService never waits for the operator (it may be uninstalled,
+    or its CRDs deleted first); the owner references clean up, and a loop that missed this only plans services
+    it still lists. kopf removes the finalizer earlier versions added once it sees the object."""
     loop = memo.loop
     for d in loop.apps.list_namespaced_deployment(namespace, label_selector=f"{LABEL_SERVICE}={name}").items:
         loop.actuator.delete(namespace, d.metadata.name)

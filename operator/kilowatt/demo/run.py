@@ -145,7 +145,7 @@ class Demo:
         if missing_binaries():
             build_binaries(self._say, sys.stderr.isatty() and self.o.tui)
         started = time.monotonic()
-        self._say("starting the embedded control plane (kube-apiserver 1.20 + etcd on 127.0.0.1)…")
+        self._say("starting the embedded control plane (kube-apiserver + etcd on 127.0.0.1)…")
         self.control_plane = ControlPlane().start()
         self._say(f"  ready in {time.monotonic() - started:.1f}s: {self.control_plane.server}")
         return str(self.control_plane.kubeconfig)

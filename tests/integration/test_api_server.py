@@ -141,6 +141,8 @@ CROSS_FIELD = [
     (_pool("overlap", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "UTC", "periods": [
         {"start": "22:00", "end": "08:00", "usdPerKWh": 0.1}, {"start": "07:00", "end": "22:00", "usdPerKWh": 0.2}]}})),
      "spec.cost.electricity.timeOfUse.periods", "lengths must add up to 24 hours"),
+    (_pool("idle-above-board", lambda s: s["gpu"].update(boardPowerWatts=8, idlePowerWatts=68)),
+     "spec.gpu.idlePowerWatts", "must be at most gpu.boardPowerWatts"),
     (_pool("empty-period", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "UTC", "periods": [
         {"start": "09:00", "end": "09:00", "usdPerKWh": 0.1}]}})),
      "spec.cost.electricity.timeOfUse.periods[0].end", "ends when it starts"),

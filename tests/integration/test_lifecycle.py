@@ -11,7 +11,11 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from kilowatt.api.v1alpha1 import AcceleratorPool
+from kilowatt.controller.actuator import deployment_manifest, deployment_name
+from kilowatt.controller.loop import ControlLoop, LoopConfig
 from kilowatt.demo.controlplane import ControlPlane, find_binary, free_port
+from kilowatt.metrics.static import StaticSource
 
 from tests.integration.operator_harness import OperatorThread, wait_for
 from tests.paths import EXAMPLES, REPO
@@ -87,6 +91,29 @@ def test_deleting_a_service_or_a_pool_never_waits_for_a_stopped_operator(plane) 
     for kind, name in (("inferenceservice", "orphan"), ("acceleratorpool", "h100")):
         out = kubectl("delete", kind, name, "--timeout=30s", *(["-n", "default"] if kind == "inferenceservice" else []))
         assert out.returncode == 0, out.stderr
+
+
+def test_a_period_removes_the_deployments_of_a_service_deleted_while_the_operator_was_away(plane) -> None:
+    """No finalizer kept the service for the operator, and no garbage collector runs on this control plane: the
+    next period removes what kilowatt placed for a service that is gone, and nothing else."""
+    cp, custom, _ = plane
+    api_client = config.new_client_from_config(str(cp.kubeconfig))
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    pool = AcceleratorPool.model_validate(yaml.safe_load((EXAMPLES / "pool-rtx4090.yaml").read_text()))
+    bodies = {}
+    for name in ("gone", "staying"):
+        bodies[name] = custom.create_namespaced_custom_object(GROUP, VERSION, "default", "inferenceservices",
+                                                              _service(name))
+        apps.create_namespaced_deployment("default", deployment_manifest(bodies[name], pool, 1, 1))
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "inferenceservices", "gone")
+    loop = ControlLoop(core, apps, custom, StaticSource(), LoopConfig())
+    report = loop.run_once()
+    assert report.errors == [], report.errors
+    left = {d.metadata.name for d in apps.list_namespaced_deployment("default").items}
+    assert deployment_name("gone", "rtx4090") not in left
+    assert deployment_name("staying", "rtx4090") in left
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "inferenceservices", "staying")
+    api_client.close()
 
 
 def test_deleting_the_crds_with_objects_in_them_completes(plane) -> None:

@@ -204,12 +204,15 @@ def test_invalid_reference_is_reported_and_others_are_unaffected(operator, clust
     assert sum(deployments(apps, "team-a", "chat").values()) >= 1  # the other service still runs
 
 
-def test_inverted_replica_bounds_are_reported_by_field(operator, cluster):
+def test_a_missing_pool_is_reported_by_field(operator, cluster):
+    """What the API server cannot check (another object) the operator reports: field, problem and fix."""
     _, _, custom = cluster
-    create(custom, service_body("team-a", "inverted", replicas={"min": 5, "max": 2}))
-    st = wait_for(lambda: (s := status(custom, "team-a", "inverted")) and condition(s, "Ready").get("reason") ==
+    create(custom, service_body("team-a", "misdirected", pools=["rtx4090", "no-such-pool"]))
+    st = wait_for(lambda: (s := status(custom, "team-a", "misdirected")) and condition(s, "Ready").get("reason") ==
                   "InvalidSpec" and s, what="InvalidSpec condition")
-    assert "spec.replicas: min (5) must be at most max (2)" in condition(st, "Ready")["message"]
+    message = condition(st, "Ready")["message"]
+    assert "spec.pools[1]" in message and "no AcceleratorPool named 'no-such-pool'" in message, message
+    assert "or create it" in message, message
 
 
 def test_a_spec_change_is_followed_by_observed_generation(operator, cluster):

@@ -5,6 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.controller.actuator import deployment_manifest, deployment_name
@@ -217,3 +219,19 @@ def test_drifting_figures_are_written_at_most_every_refresh_interval_of_the_loop
     applier.service_status(body, {**status, "placementSummary": "2×H100", "costPerHourUsd": 4.3})
     assert [(p["placementSummary"], p["costPerHourUsd"]) for p in api.patches] == [
         ("1×H100", 2.0), ("2×H100", 2.0), ("2×H100", 4.3)]
+
+
+@settings(max_examples=300, derandomize=True)
+@given(st.text())
+def test_the_apply_body_is_json_a_yaml_decoder_reads_back_unchanged(text) -> None:
+    """Server-side apply reads its JSON body as YAML: whatever a user writes in a template (an emoji, a bidi
+    control, a C1 character) must come back the same, where json.dumps' surrogate pairs made it a 400."""
+    import json
+
+    from kilowatt.controller.actuator import apply_patch_body
+
+    manifest = {"metadata": {"name": "x"}, "spec": {"env": [{"name": "NOTE", "value": text}]}}
+    body = apply_patch_body(manifest)
+    assert json.loads(body) == manifest
+    assert yaml.safe_load(body.decode("utf-8")) == manifest
+    assert b"\\ud8" not in body.lower() and b"\\udc" not in body.lower()

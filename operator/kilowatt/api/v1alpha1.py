@@ -71,6 +71,11 @@ class Interconnect(str, enum.Enum):
 class GPUSpec(_Model):
     """The GPU type every node of the pool carries. Vendor figures; see docs/concepts.md for sources."""
 
+    model_config = ConfigDict(json_schema_extra=cel_rules(cel(
+        "!has(self.idlePowerWatts) || self.idlePowerWatts <= self.boardPowerWatts",
+        "gpu.idlePowerWatts must be at most gpu.boardPowerWatts: a GPU idles below its board power limit",
+        ".idlePowerWatts")))
+
     model: str = Field(
         min_length=1, max_length=63, description="GPU model name, e.g. RTX-4090 or H100-SXM. Shown in kubectl get."
     )
@@ -92,6 +97,13 @@ class GPUSpec(_Model):
         default=Interconnect.PCIE,
         description="How GPUs of one node talk for tensor parallelism: PCIe (consumer cards) or NVLink.",
     )
+
+    @model_validator(mode="after")
+    def _idle_below_board(self) -> GPUSpec:
+        if self.idle_power_watts is not None and self.idle_power_watts > self.board_power_watts:
+            raise ValueError(f"gpu.idlePowerWatts ({self.idle_power_watts:g}) must be at most gpu.boardPowerWatts "
+                             f"({self.board_power_watts:g}): a GPU idles below its board power limit")
+        return self
 
     @property
     def idle_watts(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -27,6 +28,20 @@ def deployment_name(service: str, pool: str) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[:54].rstrip('-')}-{digest}"
+
+
+# Characters YAML carries raw inside a double-quoted scalar: its printable set less the line breaks it folds into
+# spaces (NEL, LS, PS) and the byte-order mark. JSON is sent as YAML to the apply endpoint.
+_YAML_UNPRINTABLE = re.compile("[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
+                               "\U00010000-\U0010ffff]")
+
+
+def apply_patch_body(manifest: dict) -> bytes:
+    """The server-side apply body: JSON, which the API server reads as YAML. The client's own json.dumps escapes
+    characters beyond the BMP as surrogate pairs (an emoji in a template's env becomes "\\ud83d\\udca5"), which
+    the YAML decoder refuses with a 400; here they stay raw UTF-8, and only what YAML cannot carry raw is escaped."""
+    text = json.dumps(manifest, ensure_ascii=False, separators=(",", ":"))
+    return _YAML_UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
 def template_hash(template: dict) -> str:
@@ -88,11 +103,21 @@ class Actuator:
         self.apps = apps_api
 
     def apply(self, manifest: dict) -> None:
+        """Server-side apply, with the body as ``apply_patch_body`` writes it: the generated client would
+        json.dumps it (surrogate pairs for anything beyond the BMP), so the request is built with the client's own
+        public pieces and only the body replaced. Raises ApiException as the generated method does."""
         meta = manifest["metadata"]
-        self.apps.patch_namespaced_deployment(
-            name=meta["name"], namespace=meta["namespace"], body=manifest, field_manager=FIELD_MANAGER, force=True,
-            _content_type="application/apply-patch+yaml",
+        api = self.apps.api_client
+        method, url, headers, _, post = api.param_serialize(
+            "PATCH", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            path_params={"namespace": meta["namespace"], "name": meta["name"]},
+            query_params=[("fieldManager", FIELD_MANAGER), ("force", True)],
+            header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+            auth_settings=["BearerToken"],
         )
+        response = api.call_api(method, url, headers, apply_patch_body(manifest), post)
+        response.read()
+        api.response_deserialize(response, {"200": "V1Deployment", "201": "V1Deployment"})
 
     def delete(self, namespace: str, name: str) -> None:
         try:

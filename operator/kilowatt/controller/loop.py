@@ -134,6 +134,11 @@ class ControlLoop:
             self.applier.invalid_pool(body, problems)
         for body, problems in seen.invalid_services:
             self.applier.invalid_service(body, problems)
+        for key in {key for key, _, _ in seen.orphans}:
+            self.forget(key)
+        for _, namespace, name in seen.orphans:
+            self.applier.actuator.delete(namespace, name)
+            log.info("deleted Deployment %s/%s: its InferenceService is gone", namespace, name)
 
         decided = self.decider.decide(now, clock_seconds, [s.input for s in seen.services], seen.pools,
                                       seen.pool_states, seen.metrics_error)

@@ -38,6 +38,8 @@ class PeriodInput:
     observations: Observations
     invalid_pools: list[tuple[dict, list[Problem]]] = field(default_factory=list)
     invalid_services: list[tuple[dict, list[Problem]]] = field(default_factory=list)
+    # kilowatt's Deployments whose InferenceService is gone or being deleted: (service key, namespace, name).
+    orphans: list[tuple[str, str, str]] = field(default_factory=list)
     price_fallbacks: dict[str, str] = field(default_factory=dict)  # pool -> why its price is the fallback
 
     @property
@@ -63,10 +65,11 @@ def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces:
             invalid_pools.append((body, problems))
         else:
             pools[pool.name] = pool
-    valid = []
+    valid, listed = [], set()
     for body in list_objects(custom, "inferenceservices", namespaces):
         if body["metadata"].get("deletionTimestamp"):
             continue
+        listed.add(f"{body['metadata'].get('namespace', 'default')}/{body['metadata']['name']}")
         svc, problems = parse_service(body)
         problems += reference_problems(svc, set(pools)) if svc else []
         if svc is None or problems:
@@ -92,7 +95,11 @@ def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces:
                                                       frozenset(view.unschedulable_services.get(svc.key, ()))),
                                 templates[svc.key])
                 for body, svc in valid]
-    return PeriodInput(pools, pool_states, services, view, obs, invalid_pools, invalid_services, fallbacks)
+    # No finalizer holds a deleted service for the operator, and not every cluster runs the garbage collector
+    # its owner references count on: what kilowatt placed for a service that is gone, it removes.
+    orphans = [(key, key.split("/", 1)[0], r.name) for (key, _), r in view.deployments.items()
+               if key not in listed and (not namespaces or key.split("/", 1)[0] in namespaces)]
+    return PeriodInput(pools, pool_states, services, view, obs, invalid_pools, invalid_services, orphans, fallbacks)
 
 
 def pool_states_now(pools: dict[str, AcceleratorPool], view: ClusterView,

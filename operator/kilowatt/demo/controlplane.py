@@ -82,7 +82,20 @@ class ControlPlane:
         self.token = ADMIN_TOKEN
 
     # -- lifecycle --------------------------------------------------------------------------------------------
-    def start(self, timeout_seconds: float = 90.0) -> ControlPlane:
+    def start(self, timeout_seconds: float = 90.0, attempts: int = 3) -> ControlPlane:
+        """Start etcd and kube-apiserver. Ports are picked free, then bound by the processes a moment later: when
+        another process took one in between ("address already in use"), start again on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout_seconds)
+            except ControlPlaneError as exc:
+                if "address already in use" not in str(exc) or attempt == attempts:
+                    raise
+                self.etcd_port, self.apiserver_port = free_port(), free_port()
+                self.server = f"https://127.0.0.1:{self.apiserver_port}"
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_seconds: float) -> ControlPlane:
         apiserver = self._apiserver or find_binary("kube-apiserver")
         etcd = find_binary("etcd")
         shutil.which("openssl") or self._fail("openssl not found; run scripts/setup.sh")

@@ -17,6 +17,8 @@ KUBERNETES_VERSION="${KILOWATT_KUBERNETES_VERSION:-v1.36.3}"
 # installs the CRDs and checks their CEL rules on it (tests/integration/test_oldest_kubernetes.py).
 OLDEST_KUBERNETES_VERSION="${KILOWATT_OLDEST_KUBERNETES_VERSION:-v1.32.2}"
 HELM_VERSION="${KILOWATT_HELM_VERSION:-v3.16.4}"
+GATEWAY_API_VERSION="${KILOWATT_GATEWAY_API_VERSION:-v1.4.0}"
+INFERENCE_EXTENSION_VERSION="${KILOWATT_INFERENCE_EXTENSION_VERSION:-v1.3.0}"
 KWOK_VERSION="${KILOWATT_KWOK_VERSION:-v0.8.0}"
 PYTHON_DEPS=1
 while (($#)); do
@@ -87,6 +89,23 @@ if [[ ! -x "$BIN/kwok" || ! -s "$CACHE/kwok-stages.yaml" ]]; then
     cat "$stages/$f"; echo "---"
   done >"$CACHE/kwok-stages.yaml"
   echo "   built $BIN/kwok in $(elapsed "$start")"
+fi
+
+# 7b. The Gateway API's standard CRDs (HTTPRoute, ...) and the Inference Extension's InferencePool CRD, from their
+#     Go modules' config/crd folders (the routing tests install them into the test API server).
+CRDS="$CACHE/crds"
+if [[ ! -s "$CRDS/gateway-api-$GATEWAY_API_VERSION/gateway.networking.k8s.io_httproutes.yaml" ||
+      ! -s "$CRDS/inference-extension-$INFERENCE_EXTENSION_VERSION/inference.networking.k8s.io_inferencepools.yaml" ]]; then
+  step "Gateway API $GATEWAY_API_VERSION and Inference Extension $INFERENCE_EXTENSION_VERSION CRDs (Go module proxy)"
+  moddir() { GOFLAGS=-mod=mod go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
+  gw=$(moddir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
+  ie=$(moddir "sigs.k8s.io/gateway-api-inference-extension@$INFERENCE_EXTENSION_VERSION")
+  mkdir -p "$CRDS/gateway-api-$GATEWAY_API_VERSION" "$CRDS/inference-extension-$INFERENCE_EXTENSION_VERSION"
+  cp "$gw"/config/crd/standard/*.yaml "$CRDS/gateway-api-$GATEWAY_API_VERSION/"
+  rm -f "$CRDS/gateway-api-$GATEWAY_API_VERSION/kustomization.yaml"
+  cp "$ie/config/crd/bases/inference.networking.k8s.io_inferencepools.yaml" \
+     "$CRDS/inference-extension-$INFERENCE_EXTENSION_VERSION/"
+  chmod -R u+w "$CRDS"
 fi
 
 # 8. The Python package with the twin (demo, report) and test dependencies, in its own virtual environment

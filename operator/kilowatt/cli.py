@@ -108,6 +108,45 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """The objects the operator would apply for the plan (Deployments, and the Service, HTTPRoute or InferencePools
+    that route to them), as YAML: built by the same functions the operator applies, with every planned replica
+    counted ready for the route's weights. Owner references are left out (the objects are not in a cluster yet)."""
+    import yaml
+
+    from kilowatt.controller.actuator import deployment_manifest
+    from kilowatt.controller.routing import Backend, backend_weights, routing_objects
+    from kilowatt.planner import plan
+    from kilowatt.state import snapshot_from_objects
+
+    loaded = _load_objects(args.file)
+    if loaded is None:
+        return 2
+    pools, services = loaded
+    demand = _parse_demand(args.demand)
+    unknown = sorted(set(demand) - {s.key for s in services})
+    if unknown:
+        print(f"error: --demand names {', '.join(unknown)}, not found; services: "
+              f"{', '.join(s.key for s in services)}", file=sys.stderr)
+        return 2
+    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)))
+    by_pool = {p.name: p for p in pools}
+    planned = {s.key: s for s in result.services}
+    documents = []
+    for svc in services:
+        body = svc.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"status"})
+        body["metadata"].setdefault("namespace", "default")
+        placements = [p for p in planned[svc.key].placement if p.replicas > 0]
+        for p in placements:
+            documents.append(deployment_manifest(body, by_pool[p.pool], p.replicas, p.tensor_parallel))
+        weights = backend_weights([Backend(p.pool, p.replicas, p.capacity_rps) for p in placements])
+        documents += routing_objects(body, svc.spec.routing, [p.pool for p in placements], weights)
+    print(f"# kilowatt render: the objects the operator would apply at {_parse_time(args.at).isoformat()} for "
+          f"{', '.join(f'{s.key} at {s.demand_rps:g} req/s' for s in result.services)}")
+    print(yaml.safe_dump_all(documents, sort_keys=False, width=120), end="")
+    return 0
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from kilowatt.performance import CapacityModel, ModelShape, TokenMix, gpu_by_name
 
@@ -380,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser("render", help="print the Kubernetes objects the operator would apply for a plan, as YAML")
+    p.add_argument("-f", "--file", action="append", help=f"YAML file or directory (default {default_examples})")
+    p.add_argument("--demand", action="append", default=[], metavar="NAMESPACE/NAME=RPS")
+    p.add_argument("--at", help="ISO 8601 time for electricity prices (default now)")
+    p.set_defaults(func=cmd_render)
+
     p = sub.add_parser("profile", help="predicted latency and capacity of one replica")
     p.add_argument("--params-billion", type=float, required=True)
     p.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp8", "int8", "int4"])
@@ -476,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "file", None) is None and args.command in ("plan", "simulate", "demo"):
+    if getattr(args, "file", None) is None and args.command in ("plan", "render", "simulate", "demo"):
         args.file = [str(REPO_ROOT / "manifests/examples")]
     try:
         return args.func(args)

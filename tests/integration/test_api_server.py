@@ -127,6 +127,8 @@ CROSS_FIELD = [
     (_service("twin-profiles", lambda s: s.update(profiles=[
         {"pool": "h100", "maxRequestsPerSecond": 9}, {"pool": "h100", "tensorParallel": 1, "maxRequestsPerSecond": 7}])),
      "spec.profiles", "unique per (pool, tensorParallel)"),
+    (_service("gatewayless", lambda s: s.update(routing={"mode": "Weighted"})), "spec.routing.parentRefs",
+     "must name the Gateway"),
     (_service("Upper", lambda s: None), "metadata.name", "DNS-1035"),
     (_service("7up", lambda s: None), "metadata.name", "starting with a letter"),
     (_service("x" * 64, lambda s: None), "metadata.name", "at most 63 characters"),

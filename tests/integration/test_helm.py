@@ -94,6 +94,9 @@ ALLOWED = [
     ("create", "deployments.apps", "-n=team-a"),
     ("patch", "deployments.apps", "-n=team-a"),
     ("delete", "deployments.apps", "-n=team-a"),
+    ("create", "services", "-n=team-a"),  # spec.routing: the Service / per-pool Services it owns
+    ("patch", "services", "-n=team-a"),
+    ("delete", "services", "-n=team-a"),
     ("list", "nodes", ""),
     ("watch", "pods", "--all-namespaces"),
     ("create", "events", "-n=team-a"),
@@ -150,6 +153,7 @@ def test_uninstall_removes_the_release_objects(helm, kubectl, installed):
 SCOPED_NS, SCOPED_RELEASE = "kilowatt-scoped", "scoped"
 SCOPED_SA = f"system:serviceaccount:{SCOPED_NS}:{SCOPED_RELEASE}-kilowatt"
 WRITES = [("create", "deployments.apps"), ("patch", "deployments.apps"), ("delete", "deployments.apps"),
+          ("create", "services"), ("delete", "services"),
           ("patch", "inferenceservices.kilowatt.dev"), ("patch", "inferenceservices.kilowatt.dev/status"),
           ("update", "inferenceservices.kilowatt.dev/finalizers"), ("create", "events")]
 
@@ -168,7 +172,7 @@ def scoped(helm, kubectl):
 def test_watch_namespaces_put_every_namespaced_write_in_roles(kubectl, scoped):
     role = yaml.safe_load(kubectl("get", "clusterrole", f"{SCOPED_RELEASE}-kilowatt", "-o", "yaml").stdout)
     namespaced = {"inferenceservices", "inferenceservices/status", "inferenceservices/finalizers", "deployments",
-                  "events"}
+                  "events", "services", "httproutes", "inferencepools"}
     for rule in role["rules"]:
         if namespaced & set(rule["resources"]):
             assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule

@@ -401,6 +401,58 @@ class Scaling(_Model):
     scale_to_zero: bool = Field(default=False, description="Allow zero replicas when there is no traffic.")
 
 
+class RoutingMode(str, enum.Enum):
+    SERVICE = "Service"
+    WEIGHTED = "Weighted"
+    INFERENCE_POOL = "InferencePool"
+
+
+class ParentRef(_Model):
+    """A Gateway API parentRef: the Gateway (or listener) the HTTPRoute attaches to."""
+
+    group: str = Field(default="gateway.networking.k8s.io", max_length=253)
+    kind: str = Field(default="Gateway", min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
+    section_name: str | None = Field(default=None, pattern=DNS_LABEL, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class EndpointPicker(_Model):
+    """The endpoint picker (the Inference Extension's EPP) each InferencePool names: a Service per pool, named
+    ``<inferencepool>-epp`` (deploy one per (service, pool); see docs/operations.md)."""
+
+    port: int = Field(default=9002, ge=1, le=65535, description="The picker's gRPC (ext-proc) port.")
+    failure_mode: Literal["FailOpen", "FailClose"] = Field(
+        default="FailClose", description="What the gateway does when the picker does not answer.")
+
+
+class Routing(_Model):
+    """How requests reach the replicas kilowatt places. Service: one ClusterIP Service over all of them (each
+    ready replica gets an equal share). Weighted: a Service per pool and an HTTPRoute whose backendRefs are
+    weighted by planned capacity. InferencePool: an InferencePool per pool (each homogeneous, as the endpoint
+    picker expects) behind the same weighted HTTPRoute."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(cel(
+        "!has(self.mode) || self.mode == 'Service' || (has(self.parentRefs) && size(self.parentRefs) > 0)",
+        "routing.parentRefs must name the Gateway the HTTPRoute attaches to in Weighted and InferencePool modes: "
+        "add a parentRef, or use mode Service", ".parentRefs")))
+    mode: RoutingMode = Field(default=RoutingMode.SERVICE, description="Service, Weighted or InferencePool.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the serving container listens on.")
+    parent_refs: list[ParentRef] = Field(default_factory=list, max_length=32,
+                                         description="Gateways the HTTPRoute attaches to (Weighted, InferencePool).")
+    hostnames: list[str] = Field(default_factory=list, max_length=16, description="The HTTPRoute's hostnames.",
+                                 json_schema_extra={"items": {"type": "string", "maxLength": 253}})
+    endpoint_picker: EndpointPicker = Field(default_factory=EndpointPicker)
+
+    @model_validator(mode="after")
+    def _parents(self) -> Routing:
+        if self.mode is not RoutingMode.SERVICE and not self.parent_refs:
+            raise ValueError(f"routing.parentRefs must name the Gateway the HTTPRoute attaches to in {self.mode.value} "
+                             "mode: add a parentRef, or use mode Service")
+        return self
+
+
 class InferenceServiceSpec(_Model):
     model_config = ConfigDict(json_schema_extra=cel_rules(
         # Rules see the object after defaulting, but the CRD's own defaults ({} for replicas, scaling) are checked
@@ -431,6 +483,7 @@ class InferenceServiceSpec(_Model):
     )
     profiles: list[Profile] = Field(default_factory=list, max_length=256)
     scaling: Scaling = Field(default_factory=Scaling)
+    routing: Routing = Field(default_factory=Routing)
 
     @model_validator(mode="after")
     def _consistent(self) -> InferenceServiceSpec:

@@ -44,6 +44,15 @@ def apply_patch_body(manifest: dict) -> bytes:
     return _YAML_UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
+def owner_references(meta: dict) -> dict[str, list[dict]]:
+    """``{"ownerReferences": [...]}`` naming the InferenceService as controller; empty for an object not yet in a
+    cluster (no uid: ``kilowatt render``), where the operator adds it when it applies."""
+    if not meta.get("uid"):
+        return {}
+    return {"ownerReferences": [{"apiVersion": API_VERSION, "kind": "InferenceService", "name": meta["name"],
+                                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]}
+
+
 def template_hash(template: dict) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
@@ -82,10 +91,7 @@ def deployment_manifest(
             "namespace": namespace,
             "labels": labels,
             "annotations": {ANNOTATION_TP: str(tensor_parallel), ANNOTATION_TEMPLATE: template_hash(template)},
-            "ownerReferences": [{
-                "apiVersion": API_VERSION, "kind": "InferenceService", "name": service, "uid": meta["uid"],
-                "controller": True, "blockOwnerDeletion": True,
-            }],
+            **owner_references(meta),
         },
         "spec": {
             "replicas": replicas,
@@ -95,9 +101,20 @@ def deployment_manifest(
     }
 
 
+_PLURALS = {"Deployment": "deployments", "Service": "services", "HTTPRoute": "httproutes",
+            "InferencePool": "inferencepools"}
+
+
+def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
+    """The REST path of a namespaced object: /api/v1/... for the core group, /apis/GROUP/VERSION/... otherwise."""
+    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{root}/namespaces/{namespace}/{_PLURALS[kind]}/{name}"
+
+
 class Actuator:
-    """Applies Deployments with server-side apply (field manager ``kilowatt``, forced: kilowatt owns replicas,
-    GPU requests and placement; every other field stays with whoever set it)."""
+    """Applies kilowatt's objects (Deployments, and the Services, HTTPRoutes and InferencePools that route to
+    them) with server-side apply (field manager ``kilowatt``, forced: kilowatt owns replicas, GPU requests,
+    placement and routing; every other field stays with whoever set it)."""
 
     def __init__(self, apps_api: Any) -> None:
         self.apps = apps_api
@@ -105,23 +122,25 @@ class Actuator:
     def apply(self, manifest: dict) -> None:
         """Server-side apply, with the body as ``apply_patch_body`` writes it: the generated client would
         json.dumps it (surrogate pairs for anything beyond the BMP), so the request is built with the client's own
-        public pieces and only the body replaced. Raises ApiException as the generated method does."""
+        public pieces and only the body replaced. Raises ApiException as the generated methods do."""
         meta = manifest["metadata"]
-        api = self.apps.api_client
-        method, url, headers, _, post = api.param_serialize(
-            "PATCH", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
-            path_params={"namespace": meta["namespace"], "name": meta["name"]},
-            query_params=[("fieldManager", FIELD_MANAGER), ("force", True)],
-            header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        response = api.call_api(method, url, headers, apply_patch_body(manifest), post)
-        response.read()
-        api.response_deserialize(response, {"200": "V1Deployment", "201": "V1Deployment"})
+        self._call("PATCH", object_path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]),
+                   [("fieldManager", FIELD_MANAGER), ("force", True)], apply_patch_body(manifest),
+                   "application/apply-patch+yaml")
 
-    def delete(self, namespace: str, name: str) -> None:
+    def delete(self, namespace: str, name: str, api_version: str = "apps/v1", kind: str = "Deployment") -> None:
+        """Delete one object; gone already is fine."""
         try:
-            self.apps.delete_namespaced_deployment(name=name, namespace=namespace)
+            self._call("DELETE", object_path(api_version, kind, namespace, name), [], None, "application/json")
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def _call(self, method: str, path: str, query: list, body: bytes | None, content_type: str) -> None:
+        api = self.apps.api_client
+        method, url, headers, _, post = api.param_serialize(
+            method, path, query_params=query, auth_settings=["BearerToken"],
+            header_params={"Content-Type": content_type, "Accept": "application/json"})
+        response = api.call_api(method, url, headers, body, post)
+        response.read()
+        api.response_deserialize(response, {"200": "object", "201": "object", "202": "object"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -19,7 +20,8 @@ from kilowatt.controller.actuator import ANNOTATION_TEMPLATE, Actuator, deployme
 from kilowatt.controller.conditions import condition_message, conditions_same, set_condition
 from kilowatt.controller.events import EventRecorder
 from kilowatt.controller.observe import ObservedService
-from kilowatt.controller.status import Event, invalid_conditions
+from kilowatt.controller.routing import Backend, backend_weights, describe, missing_api, routing_objects
+from kilowatt.controller.status import Event, Routed, invalid_conditions
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.controller.validation import Problem
 from kilowatt.decide import Decision
@@ -38,6 +40,8 @@ class Applier:
         self._last_status: dict[str, dict] = {}  # service key -> status as last written
         self._last_write: dict[str, float] = {}  # service key -> clock.monotonic() of that write
         self._last_pool_status: dict[str, dict] = {}
+        self._applied: dict[tuple[str, str, str], str] = {}  # (service key, kind, name) -> routing object as applied
+        self._weights: dict[str, dict[str, int]] = {}  # service key -> its HTTPRoute's weights as applied
 
     def previous_status(self, item: ObservedService) -> dict:
         return self._last_status.get(item.key) or dict(item.body.get("status") or {})
@@ -60,6 +64,40 @@ class Applier:
                 continue
             self.actuator.apply(manifest)
             self.telemetry.actuations.inc()
+
+    def routes(self, item: ObservedService, decision: Decision, served_apis: set[str],
+               existing: set[tuple[str, str, str]], capacity_rps: Callable[[str, int], float]) -> Routed:
+        """Apply the Service / HTTPRoute / InferencePools ``spec.routing.mode`` calls for (Active mode), delete
+        the ones it no longer does (a pool scaled to zero, a mode switch), and say how they stand.
+        ``capacity_rps(pool, degree)``: one replica's capacity within the SLO, for the route's weights."""
+        routing = item.input.service.spec.routing
+        missing = missing_api(routing.mode, served_apis)
+        if missing is not None:
+            return Routed(False, "RoutingAPIMissing",
+                          f"spec.routing.mode {routing.mode.value} needs {missing.kind} ({missing.api_version}), "
+                          "which this cluster does not serve: install its CRDs (docs/operations.md, Routing), or set "
+                          "spec.routing.mode to Service; the Deployments are placed all the same")
+        current = item.input.current
+        pools = sorted(p for p, n in decision.desired.items() if n > 0 or (p in current and current[p].replicas > 0))
+        backends = [Backend(p, current[p].ready if p in current else 0,
+                            capacity_rps(p, decision.tensor_parallel.get(p, 1))) for p in pools]
+        weights = backend_weights(backends, self._weights.get(item.key))
+        objects = routing_objects(item.body, routing, pools, weights)
+        wanted = {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in objects}
+        for o in objects:
+            ident = (item.key, o["kind"], o["metadata"]["name"])
+            digest = json.dumps(o, sort_keys=True)
+            if self._applied.get(ident) != digest or ident[1:] not in {(k, n) for _, k, n in existing}:
+                self.actuator.apply(o)
+                self.telemetry.actuations.inc()
+                self._applied[ident] = digest
+        for api_version, kind, name in sorted(existing - wanted):
+            if api_version == "v1" or api_version in served_apis:
+                self.actuator.delete(item.input.service.metadata.namespace, name, api_version, kind)
+                self._applied.pop((item.key, kind, name), None)
+        self._weights[item.key] = weights
+        ready = sum(b.ready for b in backends)
+        return Routed(True, "Routed", describe(routing, weights, ready))
 
     def post(self, body: dict, events: list[Event]) -> None:
         for e in events:
@@ -150,6 +188,9 @@ class Applier:
     def forget(self, key: str) -> None:
         self._last_status.pop(key, None)
         self._last_write.pop(key, None)
+        self._weights.pop(key, None)
+        for ident in [i for i in self._applied if i[0] == key]:
+            del self._applied[ident]
 
 
 def api_message(exc: Exception) -> str:

@@ -32,6 +32,7 @@ from kilowatt.decide import Decision, Decider
 from kilowatt.metrics import MetricSource
 from kilowatt.planner import PLANNER_BUDGET_SECONDS
 from kilowatt.planner.cost import measured_power_factors, placement_cost
+from kilowatt.planner.options import replica_capacity
 
 log = logging.getLogger("kilowatt.loop")
 
@@ -134,11 +135,11 @@ class ControlLoop:
             self.applier.invalid_pool(body, problems)
         for body, problems in seen.invalid_services:
             self.applier.invalid_service(body, problems)
-        for key in {key for key, _, _ in seen.orphans}:
+        for key in {orphan[0] for orphan in seen.orphans}:
             self.forget(key)
-        for _, namespace, name in seen.orphans:
-            self.applier.actuator.delete(namespace, name)
-            log.info("deleted Deployment %s/%s: its InferenceService is gone", namespace, name)
+        for _, namespace, name, api_version, kind in seen.orphans:
+            self.applier.actuator.delete(namespace, name, api_version, kind)
+            log.info("deleted %s %s/%s: its InferenceService is gone", kind, namespace, name)
 
         decided = self.decider.decide(now, clock_seconds, [s.input for s in seen.services], seen.pools,
                                       seen.pool_states, seen.metrics_error)
@@ -165,9 +166,15 @@ class ControlLoop:
                  report: PeriodReport, now: datetime) -> float:
         """Apply and report one service's decision; returns what it costs per hour now."""
         mode = self.decider.mode(item.input.service)
+        routed = None
         if not decision.held:
             report.desired[item.key] = decision.desired
             self.applier.deployments(item, decision, seen.pools, mode)
+            if mode is ScalingMode.ACTIVE:
+                routed = self.applier.routes(
+                    item, decision, seen.served_apis, seen.routing_objects.get(item.key, set()),
+                    lambda pool, k: replica_capacity(item.input.state, seen.pool_states[pool], k,
+                                                     self.decider.capacity)[0])
             if decision.changed:
                 event = scaled_event(item, decision, mode is ScalingMode.ACTIVE)
                 self.applier.post(item.body, [event])
@@ -177,7 +184,7 @@ class ControlLoop:
         cost = placement_cost(served, {p: (n, decision.tensor_parallel.get(p, 1)) for p, n in decision.desired.items()},
                               seen.pool_states, now, factors, self.decider.capacity)
         status, events = service_status(item, decision, cost, self.applier.previous_status(item), seen.pools,
-                                        seen.metrics_error, now, seen.observations.metric_names)
+                                        seen.metrics_error, now, seen.observations.metric_names, routed)
         self.applier.post(item.body, events)
         self.applier.service_status(item.body, status)
         self.telemetry.record_service(item.input.service, decision, item.input.current, cost)

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kilowatt.api.v1alpha1 import GROUP, VERSION, AcceleratorPool
+from kilowatt.controller.actuator import LABEL_MANAGED, LABEL_SERVICE
 from kilowatt.controller.cluster import ClusterView, read_cluster
+from kilowatt.controller.routing import HTTP_ROUTE, INFERENCE_POOL
 from kilowatt.controller.validation import Problem, parse_pool, parse_service, reference_problems
 from kilowatt.decide import ServiceInput
 from kilowatt.metrics import MetricSource, Observations, ServiceRef
@@ -38,8 +40,11 @@ class PeriodInput:
     observations: Observations
     invalid_pools: list[tuple[dict, list[Problem]]] = field(default_factory=list)
     invalid_services: list[tuple[dict, list[Problem]]] = field(default_factory=list)
-    # kilowatt's Deployments whose InferenceService is gone or being deleted: (service key, namespace, name).
-    orphans: list[tuple[str, str, str]] = field(default_factory=list)
+    # kilowatt's objects whose InferenceService is gone or being deleted: (service key, namespace, name,
+    # apiVersion, kind) — Deployments and routing objects.
+    orphans: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    served_apis: set[str] = field(default_factory=set)  # "group/version" the API server serves
+    routing_objects: dict[str, set[tuple[str, str, str]]] = field(default_factory=dict)  # key -> (apiVersion, kind, name)
     price_fallbacks: dict[str, str] = field(default_factory=dict)  # pool -> why its price is the fallback
 
     @property
@@ -97,9 +102,43 @@ def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces:
                 for body, svc in valid]
     # No finalizer holds a deleted service for the operator, and not every cluster runs the garbage collector
     # its owner references count on: what kilowatt placed for a service that is gone, it removes.
-    orphans = [(key, key.split("/", 1)[0], r.name) for (key, _), r in view.deployments.items()
-               if key not in listed and (not namespaces or key.split("/", 1)[0] in namespaces)]
-    return PeriodInput(pools, pool_states, services, view, obs, invalid_pools, invalid_services, orphans, fallbacks)
+    served = served_api_versions(core)
+    routed = read_routing_objects(core, custom, served)
+
+    def gone(key: str) -> bool:
+        return key not in listed and (not namespaces or key.split("/", 1)[0] in namespaces)
+
+    orphans = [(key, key.split("/", 1)[0], r.name, "apps/v1", "Deployment")
+               for (key, _), r in view.deployments.items() if gone(key)]
+    orphans += [(key, key.split("/", 1)[0], name, api_version, kind)
+                for key, objects in routed.items() if gone(key) for api_version, kind, name in sorted(objects)]
+    return PeriodInput(pools, pool_states, services, view, obs, invalid_pools, invalid_services, orphans, served,
+                       routed, fallbacks)
+
+
+def served_api_versions(core: Any) -> set[str]:
+    """Every "group/version" the API server serves (one discovery request): which routing modes can work here."""
+    from kubernetes import client
+
+    groups = client.ApisApi(core.api_client).get_api_versions().groups or []
+    return {v.group_version for g in groups for v in g.versions or []}
+
+
+def read_routing_objects(core: Any, custom: Any, served: set[str]) -> dict[str, set[tuple[str, str, str]]]:
+    """kilowatt's Services, HTTPRoutes and InferencePools, by the service they route to."""
+    out: dict[str, set[tuple[str, str, str]]] = {}
+    selector = f"{LABEL_MANAGED}=kilowatt,{LABEL_SERVICE}"
+    items = [("v1", "Service", s.metadata.namespace, s.metadata.labels or {}, s.metadata.name)
+             for s in core.list_service_for_all_namespaces(label_selector=selector).items]
+    for kind in (HTTP_ROUTE, INFERENCE_POOL):
+        if kind.api_version in served:
+            group, version = kind.api_version.split("/")
+            for o in custom.list_cluster_custom_object(group, version, kind.plural, label_selector=selector)["items"]:
+                meta = o["metadata"]
+                items.append((kind.api_version, kind.kind, meta["namespace"], meta.get("labels") or {}, meta["name"]))
+    for api_version, kind_name, namespace, labels, name in items:
+        out.setdefault(f"{namespace}/{labels[LABEL_SERVICE]}", set()).add((api_version, kind_name, name))
+    return out
 
 
 def pool_states_now(pools: dict[str, AcceleratorPool], view: ClusterView,

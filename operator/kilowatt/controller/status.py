@@ -36,6 +36,15 @@ class Event:
     message: str
 
 
+@dataclass(frozen=True)
+class Routed:
+    """The Routed condition: whether the objects ``spec.routing.mode`` calls for are in place, and how."""
+
+    ok: bool
+    reason: str
+    message: str
+
+
 def service_status(
     item: ObservedService,
     decision: Decision,
@@ -45,9 +54,11 @@ def service_status(
     metrics_error: str | None,
     now: datetime,
     metric_names: Mapping[str, str] | None = None,
+    routed: Routed | None = None,
 ) -> tuple[dict, list[Event]]:
     """The InferenceService's status after this period (wire form), and the events its conditions' transitions
-    call for. ``previous``: the status as last written."""
+    call for. ``previous``: the status as last written; ``routed``: how its routing objects stand (None: kilowatt
+    wrote none this period — Advisory or Off — and the condition stays as it was)."""
     svc, data, current = item.input.service, item.input.data, item.input.current
     desired, tp = decision.desired, decision.tensor_parallel
     placement = [PoolPlacement(pool=p, desired_replicas=n, ready_replicas=current[p].ready if p in current else 0,
@@ -70,6 +81,8 @@ def service_status(
     conditions = set_condition(conditions, "SLOMet", slo_met, {None: "Unknown", True: "WithinTargets",
                                                                 False: "AboveTargets"}[slo_met],
                                _slo_text(item, data), now)
+    if routed is not None:
+        conditions = set_condition(conditions, "Routed", routed.ok, routed.reason, routed.message, now)
     conditions = set_condition(conditions, "Ready", ready > 0 and ready >= min(wanted, 1),
                                "ReplicasReady" if ready > 0 else "NoReadyReplicas", f"{ready}/{wanted} replicas ready",
                                now)

@@ -56,7 +56,7 @@ for c in $COMPONENTS; do
 done
 if ((${#missing[@]})); then
   start=$(date +%s)
-  step "Kubernetes $KUBERNETES_VERSION: ${missing[*]} (go build from the Go module proxy; ~8 minutes on 2 cores the first time)"
+  step "Kubernetes $KUBERNETES_VERSION: ${missing[*]} (go build from the Go module proxy; ~3 minutes on 2 cores the first time)"
   "$REPO/scripts/build-kubernetes.sh" "$KUBERNETES_VERSION" "$BIN" "${missing[@]}"
   echo "   Kubernetes $KUBERNETES_VERSION ready in $(elapsed "$start")"
 fi

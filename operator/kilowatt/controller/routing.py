@@ -45,15 +45,10 @@ class Kind:
     kind: str
     plural: str
 
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
 
 SERVICE = Kind("v1", "Service", "services")
 HTTP_ROUTE = Kind(f"{GATEWAY_GROUP}/{GATEWAY_VERSION}", "HTTPRoute", "httproutes")
 INFERENCE_POOL = Kind(f"{INFERENCE_GROUP}/{INFERENCE_VERSION}", "InferencePool", "inferencepools")
-KINDS = (SERVICE, HTTP_ROUTE, INFERENCE_POOL)
 
 
 def kinds_needed(mode: RoutingMode) -> tuple[Kind, ...]:
@@ -152,7 +147,9 @@ def routing_objects(body: dict, routing: Routing, pools: list[str], weights: dic
 def describe(routing: Routing, weights: dict[str, int], ready: int) -> str:
     """The Routed condition's message when the objects are in place."""
     if routing.mode is RoutingMode.SERVICE:
-        return f"Service {'routes to all ' + str(ready) if ready else 'has no'} ready replicas, each an equal share"
+        if not ready:
+            return "Service has no ready replica yet; each will get an equal share"
+        return f"Service routes to all {ready} ready replicas, each an equal share"
     if not weights:
         return f"HTTPRoute has no backend yet: no replica is ready ({routing.mode.value})"
     total = sum(weights.values())

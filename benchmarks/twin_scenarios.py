@@ -51,11 +51,12 @@ def verdict(policies: list[dict]) -> dict:
     return out
 
 
-def scenario(name: str, workload, prices: dict) -> dict:
+def scenario(name: str, workload, prices: dict, policies: list[str] = POLICIES, routing: str = "weighted") -> dict:
     pools, services = load_objects([SCENARIO])
-    print(f"scenario {name}: {len(workload):,} requests, {workload.duration_s / 3600:.1f} h", file=sys.stderr)
+    print(f"scenario {name}: {len(workload):,} requests, {workload.duration_s / 3600:.1f} h, {routing} routing",
+          file=sys.stderr)
     started = time.perf_counter()
-    results = simulate(POLICIES, workload, services[0], pools, prices, {}, START)
+    results = simulate(policies, workload, services[0], pools, prices, {}, START, routing=routing)
     policies = [r.to_json() for r in results]
     return {"requests": len(workload), "hours": workload.duration_s / 3600, "wallSeconds": time.perf_counter() - started,
             "policies": policies, "verdict": verdict(policies)}
@@ -76,6 +77,12 @@ def main() -> int:
             results["fidelity"] = fidelity(DATA)
         elif part == "a":
             results["a"] = scenario("a", shaped(conv, None, 8.0, seed=1), {})
+        elif part == "a-routing":
+            # Scenario (a) as the cluster would route it under each spec.routing.mode (Mélange routes by request
+            # size with its own router, so it is left out; the lower bound is no bound and is left out too).
+            results["aRouting"] = {routing: scenario(f"a/{routing}", shaped(conv, None, 8.0, seed=1), {},
+                                                     ["kilowatt", "hpa-h100", "static-peak"], routing)
+                                   for routing in ("weighted", "service", "inferencepool")}
         elif part == "b":
             day = shaped(conv, read_rate_curve(DATA / "servegen_m_large_10min.csv"), 4.0, 86400.0, seed=1)
             series = read_prices(DATA / "grid_price_hourly_2024.csv", "US-TEX-ERCO", START, day.duration_s)

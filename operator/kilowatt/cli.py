@@ -296,9 +296,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"simulating {len(workload):,} requests over {workload.duration_s / 3600:.2f} h for {service.key} on "
               f"{', '.join(p.name for p in pools)}: {', '.join(policies)}", file=sys.stderr)
     results = simulate(policies, workload, service, pools, prices, {}, start, args.period_seconds, args.seed,
-                       quiet=args.quiet)
+                       quiet=args.quiet, routing=args.routing)
     summary = {"service": service.key, "requests": len(workload), "durationHours": round(workload.duration_s / 3600, 4),
-               "workload": workload.label, "start": start.isoformat(),
+               "workload": workload.label, "start": start.isoformat(), "routing": args.routing,
                "policies": [r.to_json() for r in results]}
     if args.report:
         from kilowatt.twin.report import write_report
@@ -480,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default=",".join(("kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange",
                                                  "lower-bound")))
     p.add_argument("--period-seconds", type=float, default=15.0, help="control period")
+    p.add_argument("--routing", choices=["weighted", "service", "inferencepool"], default="weighted",
+                   help="how the cluster routes (spec.routing.mode): weighted by capacity (the default, what the "
+                        "planner assumes), service (equal shares) or inferencepool (by weight, then in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="directory for the plots and report.html")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

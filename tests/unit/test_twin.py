@@ -216,3 +216,27 @@ def test_simulate_cli_errors_are_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "kilowatt.cli", "simulate", "--prices",
                           str(SHARED_DATA / "grid_price_hourly_2024.csv")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "--region" in out.stderr
+
+
+@pytest.mark.parametrize("routing", ["weighted", "service", "inferencepool"])
+def test_the_twin_routes_as_the_cluster_does_for_each_routing_mode(examples, routing) -> None:
+    """weighted: each replica in proportion to its capacity (HTTPRoute weights, then kube-proxy at random);
+    service: equal shares (one ClusterIP Service); inferencepool: pools by weight, then each pool's replicas in
+    turn (the endpoint picker's least-loaded choice, approximately)."""
+    pools, service = examples
+    w = Workload(np.zeros(0), np.zeros(0), np.zeros(0), 3600.0, "empty")
+    plane = DataPlane(w, service, pools, {}, START, routing=routing)
+    plane.apply({"rtx4090": (3, 1), "h100": (1, 1)})
+    plane.warm_start()
+    serving = [r for rs in plane.replicas.values() for r in rs]
+    chosen = plane._route(np.arange(40_000), serving)
+    counts = np.bincount(chosen, minlength=len(serving)) / len(chosen)
+    capacity = np.array([plane.engine(plane._pool_name(r), r.gpus)[1] for r in serving])
+    h100 = [i for i, r in enumerate(serving) if plane._pool_name(r) == "h100"]
+    rtx = [i for i, r in enumerate(serving) if plane._pool_name(r) == "rtx4090"]
+    if routing == "service":
+        assert np.allclose(counts, 0.25, atol=0.01)
+    else:
+        assert counts[h100].sum() == pytest.approx(capacity[h100].sum() / capacity.sum(), abs=0.01)
+    if routing == "inferencepool":  # in turn: the RTX 4090 replicas' counts differ by at most one request
+        assert np.ptp(np.bincount(chosen, minlength=len(serving))[rtx]) <= 1

@@ -6,8 +6,16 @@ requests and drains), routes each arriving request to a serving replica and runs
 request that arrives while nothing serves waits at the gateway. Hardware is paid for every replica that exists,
 starting or draining included; power follows each replica's load on the pool's power curve.
 
-Routing: a capacity-aware gateway (each serving replica takes requests in proportion to what it serves within
-the SLO, at random), or a policy's own router (the Mélange baseline routes by request size).
+Routing, as the cluster routes for ``spec.routing.mode`` (``ROUTINGS``), or a policy's own router (the Mélange
+baseline routes by request size):
+
+- ``weighted``: a gateway picks a pool's Service by the HTTPRoute's weight (per-replica capacity x serving
+  replicas), then kube-proxy a pod of it at random — together, each serving replica takes requests in proportion
+  to what it serves within the SLO, at random. The default (what the planner assumes).
+- ``service``: one ClusterIP Service over every pod: each serving replica an equal share, at random.
+- ``inferencepool``: the pool by weight as above, then, within the pool, the next replica in turn: the endpoint
+  picker sends each request to the least-loaded replica of a homogeneous pool, which round-robin approximates
+  (its KV-cache and queue-depth scoring is not modelled).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from kilowatt.twin.engine import EngineTimes, Ledger, Replica
 from kilowatt.twin.workload import Workload
 
 SECONDS_PER_HOUR = 3600.0
+ROUTINGS = ("weighted", "service", "inferencepool")
 Router = Callable[[np.ndarray, list[Replica], np.random.Generator], np.ndarray]
 
 
@@ -69,7 +78,12 @@ class Accounts:
 class DataPlane:
     def __init__(self, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
                  prices: dict[str, PriceSource], start: datetime, seed: int = 0,
-                 startup_override_seconds: float | None = None, metrics_window_seconds: float = 60.0) -> None:
+                 startup_override_seconds: float | None = None, metrics_window_seconds: float = 60.0,
+                 routing: str = "weighted") -> None:
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing {routing!r}: use one of {', '.join(ROUTINGS)}")
+        self.routing = routing
+        self._turn: dict[str, int] = {}  # pool -> the next replica's turn (inferencepool routing)
         self.workload = workload
         self.service = service
         self.pools = {p.name: p for p in pools}
@@ -233,10 +247,27 @@ class DataPlane:
     def _route(self, segment: np.ndarray, serving: list[Replica]) -> np.ndarray:
         if self.router is not None:
             return self.router(segment, serving, self.rng)
-        weights = np.array([max(self.engine(self._pool_name(r), r.gpus)[1], 1e-9) for r in serving])
         if len(serving) == 1:
             return np.zeros(len(segment), dtype=np.int64)
-        return self.rng.choice(len(serving), size=len(segment), p=weights / weights.sum())
+        if self.routing == "service":
+            return self.rng.integers(0, len(serving), size=len(segment))
+        weights = np.array([max(self.engine(self._pool_name(r), r.gpus)[1], 1e-9) for r in serving])
+        if self.routing == "weighted":
+            return self.rng.choice(len(serving), size=len(segment), p=weights / weights.sum())
+        # inferencepool: the pool by weight, then each pool's replicas in turn.
+        members: dict[str, list[int]] = {}
+        for i, r in enumerate(serving):
+            members.setdefault(self._pool_name(r), []).append(i)
+        names = sorted(members)
+        pool_weights = np.array([sum(weights[i] for i in members[n]) for n in names])
+        picks = self.rng.choice(len(names), size=len(segment), p=pool_weights / pool_weights.sum())
+        chosen = np.empty(len(segment), dtype=np.int64)
+        for k, name in enumerate(names):
+            where = np.flatnonzero(picks == k)
+            turn = self._turn.get(name, 0)
+            chosen[where] = np.asarray(members[name])[(turn + np.arange(len(where))) % len(members[name])]
+            self._turn[name] = (turn + len(where)) % len(members[name])
+        return chosen
 
     def _pool_name(self, replica: Replica) -> str:
         return self._pool_names[replica.pool_index]

@@ -71,11 +71,11 @@ class PolicyResult:
 def run_policy(name: str, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
                prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
                period_seconds: float = 15.0, seed: int = 0,
-               progress: Callable[[str, float], None] | None = None) -> PolicyResult:
+               progress: Callable[[str, float], None] | None = None, routing: str = "weighted") -> PolicyResult:
     started = time.perf_counter()
     policy = make_policy(name, service, pools, price_queries, period_seconds)
     plane = DataPlane(workload, service, pools, prices, start, seed=seed,
-                      startup_override_seconds=policy.startup_override_seconds)
+                      startup_override_seconds=policy.startup_override_seconds, routing=routing)
     policy.bind(plane)
     first_minute = float(np.sum(workload.arrival_s < 60.0)) / min(60.0, workload.duration_s)
     plane.apply(policy.decide(initial_rps=first_minute))
@@ -126,7 +126,8 @@ def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int =
 
 def simulate(policies: list[str], workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
              prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
-             period_seconds: float = 15.0, seed: int = 0, quiet: bool = False) -> list[PolicyResult]:
+             period_seconds: float = 15.0, seed: int = 0, quiet: bool = False,
+             routing: str = "weighted") -> list[PolicyResult]:
     tty = sys.stderr.isatty()
 
     def progress(name: str, fraction: float) -> None:
@@ -138,7 +139,7 @@ def simulate(policies: list[str], workload: Workload, service: InferenceService,
     results = []
     for name in policies:
         result = run_policy(name, workload, service, pools, prices, price_queries, start, period_seconds, seed,
-                            None if quiet else progress)
+                            None if quiet else progress, routing)
         if not quiet:
             print(f"{chr(13) if tty else ''}  {name:12} {'#' * 30} done in {result.wall_seconds:.1f}s: ${result.cost_usd:.2f}, SLO "
                   f"{result.slo_attainment:.2%}", file=sys.stderr)

@@ -52,12 +52,19 @@ PLAUSIBLE = {
         "prometheus": st.fixed_dictionaries({"query": st.sampled_from(["price", ""]),
                                              "fallbackUsdPerKWh": st.sampled_from([0.1, -3])})}),
     ("metadata", "name"): st.sampled_from(["ok-name", "Upper", "9lives", "x" * 64, "a.b", "-dash", "fine-2"]),
+    ("routing",): st.fixed_dictionaries({}, optional={
+        "mode": st.sampled_from(["Service", "Weighted", "InferencePool", "Sideways"]),
+        "port": st.sampled_from([8000, 0, 70000]),
+        "parentRefs": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["gw", ""])},
+                                                     optional={"namespace": st.sampled_from(["infra", "Bad_NS"])}),
+                               max_size=2)}),
 }
 SERVICE_PATHS = [
     ("model", "parametersBillion"), ("model", "name"), ("model", "dtype"), ("model", "maxContextTokens"),
     ("model", "layers"), ("slo", "ttftMilliseconds"), ("slo", "tpotMilliseconds"), ("slo", "percentile"),
     ("replicas", "min"), ("replicas", "max"), ("scaling", "mode"), ("scaling", "burstHeadroom"),
     ("scaling", "maxScaleDownStep"), ("scaling", "scaleToZero"), ("pools",), ("profiles",), ("template",),
+    ("routing",),
     ("slo",), ("model",), ("metadata", "name"),
 ]
 POOL_PATHS = [

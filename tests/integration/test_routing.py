@@ -160,6 +160,17 @@ def test_the_route_follows_the_plan_and_the_ready_replicas(rig: Rig) -> None:
     rig.mark_ready({})
 
 
+def test_a_restarted_operator_rewrites_no_routing_object_that_is_as_it_would_write_it(rig: Rig) -> None:
+    rig.period()
+    source = rig.loop.source
+    rig.loop = ControlLoop(rig.core, rig.apps, rig.custom, source, LoopConfig(namespaces=(NS,)))  # fresh memory
+    applied: list[str] = []
+    apply = rig.loop.applier.actuator.apply
+    rig.loop.applier.actuator.apply = lambda manifest: (applied.append(manifest["kind"]), apply(manifest))
+    rig.period()
+    assert applied == []  # the hash stamped on each object says it is as kilowatt would write it
+
+
 def test_a_pool_scaled_to_zero_leaves_the_route_and_its_service_goes(rig: Rig) -> None:
     rig.custom.patch_namespaced_custom_object(GROUP, VERSION, NS, "inferenceservices", NAME,
                                               {"spec": {"pools": ["h100-r"]}})

@@ -20,7 +20,7 @@ from kilowatt.controller.actuator import ANNOTATION_TEMPLATE, Actuator, deployme
 from kilowatt.controller.conditions import condition_message, conditions_same, set_condition
 from kilowatt.controller.events import EventRecorder
 from kilowatt.controller.observe import ObservedService
-from kilowatt.controller.routing import Backend, backend_weights, describe, missing_api, routing_objects
+from kilowatt.controller.routing import Backend, backend_weights, describe, missing_api, routing_objects, stamp
 from kilowatt.controller.status import Event, Routed, invalid_conditions
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.controller.validation import Problem
@@ -40,7 +40,6 @@ class Applier:
         self._last_status: dict[str, dict] = {}  # service key -> status as last written
         self._last_write: dict[str, float] = {}  # service key -> clock.monotonic() of that write
         self._last_pool_status: dict[str, dict] = {}
-        self._applied: dict[tuple[str, str, str], str] = {}  # (service key, kind, name) -> routing object as applied
         self._weights: dict[str, dict[str, int]] = {}  # service key -> its HTTPRoute's weights as applied
 
     def previous_status(self, item: ObservedService) -> dict:
@@ -66,9 +65,11 @@ class Applier:
             self.telemetry.actuations.inc()
 
     def routes(self, item: ObservedService, decision: Decision, served_apis: set[str],
-               existing: set[tuple[str, str, str]], capacity_rps: Callable[[str, int], float]) -> Routed:
+               existing: dict[tuple[str, str, str], str | None], capacity_rps: Callable[[str, int], float]) -> Routed:
         """Apply the Service / HTTPRoute / InferencePools ``spec.routing.mode`` calls for (Active mode), delete
-        the ones it no longer does (a pool scaled to zero, a mode switch), and say how they stand.
+        the ones it no longer does (a pool scaled to zero, a mode switch), and say how they stand. ``existing``:
+        the objects there now, each with the hash kilowatt stamped on it when it applied it — an object whose hash
+        matches is not written again, after a restart too.
         ``capacity_rps(pool, degree)``: one replica's capacity within the SLO, for the route's weights."""
         routing = item.input.service.spec.routing
         missing = missing_api(routing.mode, served_apis)
@@ -85,16 +86,13 @@ class Applier:
         objects = routing_objects(item.body, routing, pools, weights)
         wanted = {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in objects}
         for o in objects:
-            ident = (item.key, o["kind"], o["metadata"]["name"])
-            digest = json.dumps(o, sort_keys=True)
-            if self._applied.get(ident) != digest or ident[1:] not in {(k, n) for _, k, n in existing}:
+            digest = stamp(o)
+            if existing.get((o["apiVersion"], o["kind"], o["metadata"]["name"])) != digest:
                 self.actuator.apply(o)
                 self.telemetry.actuations.inc()
-                self._applied[ident] = digest
-        for api_version, kind, name in sorted(existing - wanted):
+        for api_version, kind, name in sorted(set(existing) - wanted):
             if api_version == "v1" or api_version in served_apis:
                 self.actuator.delete(item.input.service.metadata.namespace, name, api_version, kind)
-                self._applied.pop((item.key, kind, name), None)
         self._weights[item.key] = weights
         ready = sum(b.ready for b in backends)
         return Routed(True, "Routed", describe(routing, weights, ready))
@@ -189,8 +187,6 @@ class Applier:
         self._last_status.pop(key, None)
         self._last_write.pop(key, None)
         self._weights.pop(key, None)
-        for ident in [i for i in self._applied if i[0] == key]:
-            del self._applied[ident]
 
 
 def api_message(exc: Exception) -> str:

@@ -172,7 +172,7 @@ class ControlLoop:
             self.applier.deployments(item, decision, seen.pools, mode)
             if mode is ScalingMode.ACTIVE:
                 routed = self.applier.routes(
-                    item, decision, seen.served_apis, seen.routing_objects.get(item.key, set()),
+                    item, decision, seen.served_apis, seen.routing_objects.get(item.key, {}),
                     lambda pool, k: replica_capacity(item.input.state, seen.pool_states[pool], k,
                                                      self.decider.capacity)[0])
             if decision.changed:

@@ -12,7 +12,7 @@ from typing import Any
 from kilowatt.api.v1alpha1 import GROUP, VERSION, AcceleratorPool
 from kilowatt.controller.actuator import LABEL_MANAGED, LABEL_SERVICE
 from kilowatt.controller.cluster import ClusterView, read_cluster
-from kilowatt.controller.routing import HTTP_ROUTE, INFERENCE_POOL
+from kilowatt.controller.routing import ANNOTATION_APPLIED, HTTP_ROUTE, INFERENCE_POOL
 from kilowatt.controller.validation import Problem, parse_pool, parse_service, reference_problems
 from kilowatt.decide import ServiceInput
 from kilowatt.metrics import MetricSource, Observations, ServiceRef
@@ -44,7 +44,8 @@ class PeriodInput:
     # apiVersion, kind) — Deployments and routing objects.
     orphans: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     served_apis: set[str] = field(default_factory=set)  # "group/version" the API server serves
-    routing_objects: dict[str, set[tuple[str, str, str]]] = field(default_factory=dict)  # key -> (apiVersion, kind, name)
+    # service key -> (apiVersion, kind, name) -> the hash kilowatt stamped on it when it applied it
+    routing_objects: dict[str, dict[tuple[str, str, str], str | None]] = field(default_factory=dict)
     price_fallbacks: dict[str, str] = field(default_factory=dict)  # pool -> why its price is the fallback
 
     @property
@@ -124,20 +125,24 @@ def served_api_versions(core: Any) -> set[str]:
     return {v.group_version for g in groups for v in g.versions or []}
 
 
-def read_routing_objects(core: Any, custom: Any, served: set[str]) -> dict[str, set[tuple[str, str, str]]]:
-    """kilowatt's Services, HTTPRoutes and InferencePools, by the service they route to."""
-    out: dict[str, set[tuple[str, str, str]]] = {}
+def read_routing_objects(core: Any, custom: Any,
+                         served: set[str]) -> dict[str, dict[tuple[str, str, str], str | None]]:
+    """kilowatt's Services, HTTPRoutes and InferencePools, by the service they route to, each with the hash kilowatt
+    stamped on it when it applied it."""
+    out: dict[str, dict[tuple[str, str, str], str | None]] = {}
     selector = f"{LABEL_MANAGED}=kilowatt,{LABEL_SERVICE}"
-    items = [("v1", "Service", s.metadata.namespace, s.metadata.labels or {}, s.metadata.name)
+    items = [("v1", "Service", s.metadata.namespace, s.metadata.labels or {}, s.metadata.name,
+              (s.metadata.annotations or {}).get(ANNOTATION_APPLIED))
              for s in core.list_service_for_all_namespaces(label_selector=selector).items]
     for kind in (HTTP_ROUTE, INFERENCE_POOL):
         if kind.api_version in served:
             group, version = kind.api_version.split("/")
             for o in custom.list_cluster_custom_object(group, version, kind.plural, label_selector=selector)["items"]:
                 meta = o["metadata"]
-                items.append((kind.api_version, kind.kind, meta["namespace"], meta.get("labels") or {}, meta["name"]))
-    for api_version, kind_name, namespace, labels, name in items:
-        out.setdefault(f"{namespace}/{labels[LABEL_SERVICE]}", set()).add((api_version, kind_name, name))
+                items.append((kind.api_version, kind.kind, meta["namespace"], meta.get("labels") or {}, meta["name"],
+                              (meta.get("annotations") or {}).get(ANNOTATION_APPLIED)))
+    for api_version, kind_name, namespace, labels, name, digest in items:
+        out.setdefault(f"{namespace}/{labels[LABEL_SERVICE]}", {})[(api_version, kind_name, name)] = digest
     return out
 
 

@@ -16,6 +16,8 @@ every period for noise.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
 INFERENCE_GROUP, INFERENCE_VERSION = "inference.networking.k8s.io", "v1"
 WEIGHT_TOLERANCE = 0.05  # a pool's share of the route moves by more than this before weights are rewritten
 WEIGHT_SCALE = 1000  # weights are integers (the Gateway API allows 0..1,000,000): shares in thousandths
+ANNOTATION_APPLIED = "kilowatt.dev/applied-hash"  # of the object as kilowatt last applied it
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,16 @@ def routing_objects(body: dict, routing: Routing, pools: list[str], weights: dic
             objects.append(_inference_pool(body, pool, routing))
     objects.append(_http_route(body, routing, weights, routing.mode is RoutingMode.INFERENCE_POOL))
     return objects
+
+
+def stamp(manifest: dict) -> str:
+    """Put the hash of ``manifest`` (as kilowatt writes it) in its ``kilowatt.dev/applied-hash`` annotation and
+    return it: comparing a listed object's annotation with this says whether it must be written again."""
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations.pop(ANNOTATION_APPLIED, None)
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    annotations[ANNOTATION_APPLIED] = digest
+    return digest
 
 
 def describe(routing: Routing, weights: dict[str, int], ready: int) -> str:

@@ -72,20 +72,29 @@ def _load_objects(files: list[str]) -> tuple[list, list] | None:
     return pools, services
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    from kilowatt.planner import plan
-    from kilowatt.state import snapshot_from_objects
-
+def _plan_inputs(args: argparse.Namespace) -> tuple[list, list, dict[str, float]] | None:
+    """Pools, services and --demand for `plan` and `render`, or None after saying on stderr what is wrong."""
     loaded = _load_objects(args.file)
     if loaded is None:
-        return 2
+        return None
     pools, services = loaded
     demand = _parse_demand(args.demand)
     unknown = sorted(set(demand) - {s.key for s in services})
     if unknown:
         print(f"error: --demand names {', '.join(unknown)}, not found; services: "
               f"{', '.join(s.key for s in services)}", file=sys.stderr)
+        return None
+    return pools, services, demand
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from kilowatt.planner import plan
+    from kilowatt.state import snapshot_from_objects
+
+    inputs = _plan_inputs(args)
+    if inputs is None:
         return 2
+    pools, services, demand = inputs
     missing = [p.name for p in pools if p.spec.max_gpus is None]
     if missing:
         print(f"note: without a cluster the pool size comes from spec.maxGPUs; unset on {', '.join(missing)} "
@@ -119,16 +128,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     from kilowatt.planner import plan
     from kilowatt.state import snapshot_from_objects
 
-    loaded = _load_objects(args.file)
-    if loaded is None:
+    inputs = _plan_inputs(args)
+    if inputs is None:
         return 2
-    pools, services = loaded
-    demand = _parse_demand(args.demand)
-    unknown = sorted(set(demand) - {s.key for s in services})
-    if unknown:
-        print(f"error: --demand names {', '.join(unknown)}, not found; services: "
-              f"{', '.join(s.key for s in services)}", file=sys.stderr)
-        return 2
+    pools, services, demand = inputs
     result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)))
     by_pool = {p.name: p for p in pools}
     planned = {s.key: s for s in result.services}

@@ -207,10 +207,10 @@ class Decider:
         for p, c in current.items():
             k = c.tensor_parallel
             per_replica = self.capacity.replica(item.state, pool_states[p], k)[0] if p in pool_states else 0.0
-            now_gpus[p] = PoolUnits(c.replicas * k, c.ready * k, per_replica / k)
+            now_gpus[p] = PoolUnits(c.replicas * k, c.ready * k, per_replica / k, k)
         served_rps = item.data.requests_per_second if item.data else 0.0
         step = self.stabiliser.step(item.key, {p: n * degree[p] for p, n in recommended.items()}, now_gpus,
-                                    served_rps, clock_seconds, policy, units=degree)
+                                    served_rps, clock_seconds, policy, units=degree, equal_share=item.state.equal_share)
         desired = {}
         for p, gpus in step.units.items():
             if p not in pools:

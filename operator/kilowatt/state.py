@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, short_error
+from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, RoutingMode, short_error
 from kilowatt.economics import PoolEconomics, PowerCurve, price_source_from_spec
 from kilowatt.performance import GPU, ModelShape, TokenMix
 from kilowatt.performance.capacity import default_calibration
@@ -74,6 +74,7 @@ def service_state(
         profiles=tuple((p.pool, p.tensor_parallel, p.max_requests_per_second) for p in spec.profiles),
         current=tuple(sorted((current or {}).items())),
         corrections=tuple((pool, t, p) for pool, (t, p) in sorted((corrections or {}).items())),
+        equal_share=spec.routing.mode is RoutingMode.SERVICE,
     )
 
 

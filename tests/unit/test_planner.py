@@ -160,9 +160,10 @@ pool_st = st.builds(
     st.integers(0, 999), gpus, st.integers(0, 12), st.floats(0.05, 4.0), st.floats(0.0, 1.0),
 )
 service_st = st.builds(
-    lambda i, shape, demand, tpot, mx: service(f"ns/s{i}", shape, demand, 1.0, tpot, max_replicas=mx),
+    lambda i, shape, demand, tpot, mx, equal: service(f"ns/s{i}", shape, demand, 1.0, tpot, max_replicas=mx,
+                                                      equal_share=equal),
     st.integers(0, 999), st.sampled_from(["1.5b", "8b", "14b", "70b"]), st.floats(0, 40), st.floats(0.03, 0.2),
-    st.integers(1, 12),
+    st.integers(1, 12), st.booleans(),
 )
 
 
@@ -252,7 +253,11 @@ def _brute_force_matches(pools, services, compared: list[int]) -> None:
             continue
         for s in services:
             mine = [(o, n) for o, n in zip(options, counts) if o.service == s.key]
-            if sum(o.capacity_rps * n for o, n in mine) < s.target_rps - 1e-9:
+            live = [(o.capacity_rps, n) for o, n in mine if n > 0]
+            # A plain Service shares equally: every replica counts at the slowest running one's capacity.
+            worth = (sum(n for _, n in live) * min(c for c, _ in live) if s.equal_share
+                     else sum(c * n for c, n in live)) if live else 0.0
+            if worth < s.target_rps - 1e-9:
                 ok = False
             total = sum(n for _, n in mine)
             if not (min(s.floor_replicas, s.max_replicas) <= total <= s.max_replicas):
@@ -262,3 +267,52 @@ def _brute_force_matches(pools, services, compared: list[int]) -> None:
     got = sum(sp.planned_usd_per_hour for sp in result.services)
     assert got == pytest.approx(best, rel=1e-6, abs=1e-9)
     compared.append(1)
+
+
+def test_equal_shares_count_a_mix_at_its_slowest_replica():
+    """The issue's example: the cheap 4090s cannot carry 150 req/s alone. Weighted routing mixes them with an
+    H100 at their summed capacities; behind a plain Service every replica gets 1/N of the traffic, so the plan
+    must be worth N x the slowest replica, and it says why."""
+    pools = (pool("rtx4090", "RTX-4090", 16, 0.10), pool("h100", "H100-SXM", 16, 2.49, per_node=8))
+    weighted = service(demand=150.0 / 1.2, tpot=0.05, max_replicas=40)
+    shared = service(demand=150.0 / 1.2, tpot=0.05, max_replicas=40, equal_share=True)
+    w = plan(Snapshot(NOON, pools, (weighted,))).service(weighted.key)
+    e = plan(Snapshot(NOON, pools, (shared,))).service(shared.key)
+    assert len(w.placement) == 2, w.summary()  # weighted: the cheap pool full, the rest on H100
+    slowest = min(p.capacity_rps for p in e.placement)
+    assert e.replicas * slowest >= shared.target_rps - 1e-6  # planned for equal shares
+    assert e.capacity_rps == pytest.approx(e.replicas * slowest)
+    assert e.planned_usd_per_hour >= w.planned_usd_per_hour - 1e-9  # equal shares can only cost more
+    assert "equal share" in e.reason, e.reason
+    # The weighted plan, behind a plain Service, would leave its slowest replicas over their SLO capacity.
+    w_as_shared = w.replicas * min(p.capacity_rps for p in w.placement)
+    assert w_as_shared < shared.target_rps
+
+
+def test_equal_shares_still_mix_when_no_single_pool_suffices():
+    """Two small pools neither of which can carry the demand alone: behind a Service the mix is still chosen,
+    sized so that N x the slowest replica covers the target."""
+    pools = (pool("a", "RTX-4090", 6, 0.10), pool("b", "L40S", 6, 0.80))
+    s = service(demand=60.0, tpot=0.05, max_replicas=12, equal_share=True)
+    sp = plan(Snapshot(NOON, pools, (s,))).service(s.key)
+    assert len(sp.placement) == 2 and sp.binding is None, sp.reason
+    assert sp.capacity_rps >= s.target_rps - 1e-6
+    assert sp.capacity_rps == pytest.approx(sp.replicas * min(p.capacity_rps for p in sp.placement))
+
+
+def test_equal_shares_match_the_brute_force_optimum():
+    """Small pools that force mixes, a service behind a plain Service: the plan costs what enumerating every
+    placement at its equal-share worth costs. A fixed grid, so the count of cases whose optimum is a mix (the
+    linearisation's job) is a fact."""
+    compared, mixed = [], []
+    names = ["RTX-4090", "L40S", "A100-80GB", "H100-SXM"]
+    for (i, a), (j, b) in itertools.combinations(enumerate(names), 2):
+        for gpus_a, gpus_b in ((2, 4), (4, 2), (3, 3)):
+            for demand in (10.0, 25.0, 40.0, 60.0, 90.0, 130.0):
+                pools = (pool(f"p{i}", a, gpus_a, 0.3 + i), pool(f"p{j}", b, gpus_b, 0.3 + j))
+                svc = service("ns/shared", "8b", demand, 1.0, 0.05, max_replicas=12, equal_share=True)
+                before = len(compared)
+                _brute_force_matches(pools, [svc], compared)
+                if len(compared) > before and len(plan(Snapshot(NOON, pools, (svc,))).service(svc.key).placement) > 1:
+                    mixed.append((a, b, gpus_a, gpus_b, demand))
+    assert len(compared) >= 60 and len(mixed) >= 10, f"{len(compared)} compared, {len(mixed)} mixed optima"

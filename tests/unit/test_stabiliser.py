@@ -81,3 +81,17 @@ def test_periods_longer_than_the_down_window_still_scale_down():
     assert stab.step("s", {"a": 4}, now, 20.0, 0.0, POLICY).units == {"a": 4}
     assert stab.step("s", {"a": 2}, now, 10.0, 900.0, POLICY).units == {"a": 3}
     assert stab.step("s", {"a": 2}, current(a=(3, 3, 5.0)), 10.0, 1800.0, POLICY).units == {"a": 2}
+
+
+def test_behind_a_plain_service_ready_capacity_is_counted_at_the_slowest_replica():
+    # From 4 fast replicas on "a" (12 req/s each) towards 4 on "a" + 2 slow on "b" (3 req/s each, ready), then the
+    # plan drops to 2 on "a". Weighted: 2x12 + 2x3 = 30 >= 28 served, so "a" may go to 2. Behind a Service each of
+    # 4 replicas gets 7 req/s, over the slow ones' 3: ready capacity is 4 x 3 = 12, so "a" holds at 4 (6 x 3 = 18
+    # is still short, but it is all there is).
+    policy = ScalingPolicy(scale_down_window_seconds=0, max_scale_down_step=4)
+    now = current(a=(4, 4, 12.0), b=(2, 2, 3.0))
+    weighted = Stabiliser().step("s", {"a": 2, "b": 2}, now, 28.0, 0.0, policy)
+    assert weighted.units == {"a": 2, "b": 2}
+    shared = Stabiliser().step("s", {"a": 2, "b": 2}, now, 28.0, 0.0, policy, equal_share=True)
+    assert shared.units == {"a": 4, "b": 2}
+    assert shared.holds == (WaitingForReady("a", held=4, instead_of=2),)

@@ -81,20 +81,25 @@ class ReplicaGroup:
     power_factor: float = 1.0  # measured over modelled power on the pool (1: the power model alone)
 
 
-def serving_costs(demand_rps: float, groups: list[ReplicaGroup], at: datetime) -> list[CostBreakdown]:
+def serving_costs(demand_rps: float, groups: list[ReplicaGroup], at: datetime,
+                  equal_share: bool = False) -> list[CostBreakdown]:
     """Cost per hour of each of ``groups`` while together they serve ``demand_rps``, the demand shared across
-    replicas in proportion to their capacity within the SLO; each replica's power follows its utilisation
-    (share / saturation).
+    replicas in proportion to their capacity within the SLO (weighted routing) or equally (``equal_share``: a
+    plain Service); each replica's power follows its utilisation (share / saturation).
 
     The one rule for what a placement costs at a load: the planner's plans, the operator's status and its
     measured-power correction all call it."""
-    capacity = sum(g.capacity_rps * g.replicas for g in groups)
+    capacity = sum(g.capacity_rps * g.replicas for g in groups if g.replicas > 0)
+    replicas = sum(g.replicas for g in groups if g.replicas > 0)
     out = []
     for g in groups:
         if g.replicas <= 0:
             out.append(ZERO)
             continue
-        share = demand_rps * (g.capacity_rps / capacity) / g.replicas if capacity > 0 else 0.0
+        if equal_share:
+            share = demand_rps / replicas
+        else:
+            share = demand_rps * (g.capacity_rps / capacity) / g.replicas if capacity > 0 else 0.0
         utilisation = share / g.saturation_rps if g.saturation_rps > 0 else 0.0
         replica = g.economics.replica_cost(g.tensor_parallel, utilisation, at)
         if g.power_factor != 1.0:
@@ -104,9 +109,10 @@ def serving_costs(demand_rps: float, groups: list[ReplicaGroup], at: datetime) -
     return out
 
 
-def serving_cost(demand_rps: float, groups: list[ReplicaGroup], at: datetime) -> CostBreakdown:
+def serving_cost(demand_rps: float, groups: list[ReplicaGroup], at: datetime,
+                 equal_share: bool = False) -> CostBreakdown:
     """The sum of :func:`serving_costs`."""
     total = ZERO
-    for cost in serving_costs(demand_rps, groups, at):
+    for cost in serving_costs(demand_rps, groups, at, equal_share):
         total = total + cost
     return total

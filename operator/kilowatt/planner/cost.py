@@ -14,7 +14,7 @@ def served_cost(service: ServiceState, chosen: list[tuple[Option, int]], at: dat
     """Cost per hour of the chosen options serving the service's demand."""
     return serving_cost(service.demand_rps, [
         ReplicaGroup(o.pool.economics, o.tensor_parallel, n, o.capacity_rps, o.saturation_rps) for o, n in chosen
-    ], at)
+    ], at, service.equal_share)
 
 
 def placement_cost(
@@ -27,7 +27,8 @@ def placement_cost(
 ) -> CostBreakdown:
     """Cost per hour of ``placement`` (pool -> (replicas, degree)) serving ``service.demand_rps``; pools not in
     ``pools`` are left out. ``power_factors``: measured over modelled power per pool."""
-    return serving_cost(service.demand_rps, _groups(service, placement, pools, power_factors, capacity), at)
+    return serving_cost(service.demand_rps, _groups(service, placement, pools, power_factors, capacity), at,
+                        service.equal_share)
 
 
 def _groups(service, placement, pools, power_factors, capacity) -> list[ReplicaGroup]:
@@ -57,7 +58,7 @@ def measured_power_factors(
     for service, placement in running:
         live = {p: (n, k) for p, (n, k) in placement.items() if n > 0 and p in pools}
         groups = _groups(service, live, pools, None, capacity)
-        for p, cost in zip(live, serving_costs(service.demand_rps, groups, at)):
+        for p, cost in zip(live, serving_costs(service.demand_rps, groups, at, service.equal_share)):
             modelled[p] = modelled.get(p, 0.0) + cost.power_watts / pools[p].economics.pue
     low, high = MEASURED_POWER_FACTOR_BOUNDS
     return {p: min(high, max(low, watts / modelled[p])) for p, watts in measured_watts.items()

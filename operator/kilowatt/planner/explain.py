@@ -10,7 +10,7 @@ from kilowatt.planner.cost import served_cost
 from kilowatt.planner.options import Option
 from kilowatt.planner.reasons import Binding
 from kilowatt.planner.snapshot import ServiceState
-from kilowatt.planner.types import Alternative, Placement, replica_label
+from kilowatt.planner.types import Alternative, Placement, placement_capacity, replica_label
 
 
 def alternatives(service: ServiceState, options: list[Option], at: datetime) -> list[tuple[str, float]]:
@@ -25,12 +25,35 @@ def alternatives(service: ServiceState, options: list[Option], at: datetime) -> 
     return sorted(out, key=lambda a: a[1])
 
 
+def _equal_share_note(service: ServiceState, placement: tuple[Placement, ...], options: list[Option]) -> str:
+    """Why routing mode Service shaped the placement: a mix counts at its slowest replica, or a cheaper but
+    slower pool was left out because every replica would have counted at its capacity."""
+    if not service.equal_share or not placement:
+        return ""
+    if len(placement) > 1:
+        slowest = min(p.capacity_rps for p in placement)
+        n = sum(p.replicas for p in placement)
+        return (f"; routing mode Service gives every replica an equal share, so the mix counts as {n} × "
+                f"{slowest:.2f} req/s (its slowest replica)")
+    chosen = placement[0]
+    cheaper = [o for o in options if o.pool.name != chosen.pool and o.capacity_rps < chosen.capacity_rps
+               and o.usd_per_rps_hour < min((x.usd_per_rps_hour for x in options if x.pool.name == chosen.pool),
+                                            default=math.inf)]
+    if not cheaper:
+        return ""
+    o = min(cheaper, key=lambda x: x.usd_per_rps_hour)
+    return (f"; one pool, because routing mode Service gives every replica an equal share: adding {o.pool.name} "
+            f"replicas ({o.capacity_rps:.2f} req/s each) would count every replica at that (routing mode Weighted "
+            "splits by capacity)")
+
+
 def reason_for(
     service: ServiceState,
     placement: tuple[Placement, ...],
     cost: CostBreakdown,
     alts: list[tuple[str, float]],
     binding: Binding | None,
+    options: list[Option] = (),
 ) -> tuple[str, Alternative | None]:
     # "3×RTX-4090(tp4)": three replicas of four GPUs each, as the alternatives are written.
     summary = " ".join(replica_label(p.replicas, p.gpu_model, p.tensor_parallel) for p in placement) or "no replicas"
@@ -42,12 +65,12 @@ def reason_for(
         return f"{summary} is the most that can run: {binding}; {service.target_rps:.2f} req/s needed.", next_best
     if not placement:
         return f"no traffic and scale-to-zero on: nothing runs ({slo}).", next_best
-    capacity = sum(p.replicas * p.capacity_rps for p in placement)
+    capacity = placement_capacity([(p.replicas, p.capacity_rps) for p in placement], service.equal_share)
     text = (
         f"{summary} serve {service.demand_rps:.2f} req/s (+{service.burst_headroom:.0%} headroom, capacity "
         f"{capacity:.2f}) within {slo} for ${cost.total_usd_per_hour:.2f}/h "
         f"(hardware ${cost.hardware_usd_per_hour:.2f}, energy ${cost.energy_usd_per_hour:.2f})"
-    )
+    ) + _equal_share_note(service, placement, options)
     if next_best is not None and cost.total_usd_per_hour > 0:
         extra = next_best.cost_usd_per_hour / cost.total_usd_per_hour - 1.0
         text += f"; next best {next_best.description} at ${next_best.cost_usd_per_hour:.2f}/h ({extra:+.0%})"

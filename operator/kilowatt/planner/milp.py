@@ -11,6 +11,16 @@ now, to charge churn.
                sum_o k[o] n[o] <= gpus[p]                                       for every pool
                n[o] - up[o] + down[o] = current[o]                              where a replica runs now
 
+A service routed by a plain Service (``equal_share``: every ready replica gets the same share) is worth
+replicas x its slowest replica's capacity (``placement_capacity``), linearised with, per option j of the
+service, a binary ``z[j]`` ("j is the slowest option that runs") and its replicas-at-that-capacity ``w[j]``:
+
+               sum_j cap[j] w[j] + u[s] >= demand[s] (1 + headroom[s])             (instead of the sum above)
+               sum_j w[j] = sum_o n[o],  w[j] <= max[s] z[j],  sum_j z[j] <= 1
+               n[o] <= ub[o] sum_{j: cap[j] <= cap[o]} z[j]                      (nothing slower than j runs)
+
+so a mix is chosen only when it beats every homogeneous placement at its equal-share worth.
+
 Small programs (<= 64 options) are solved to proven optimality. Large ones are where HiGHS's root node alone
 can take seconds (measured: 1-4 s at 1000 services x 10 pools, without checking its time limit), so they start
 from the LP relaxation rounded by regret and let branch-and-bound (presolve off, so it stops on time) improve
@@ -33,7 +43,7 @@ from kilowatt.planner.explain import alternatives, reason_for
 from kilowatt.planner.options import CapacityTable, Option, options_for
 from kilowatt.planner.reasons import Binding, FullPool, MaxReplicasReached, NoPoolFits, PoolsFull, SolverLimit
 from kilowatt.planner.snapshot import ServiceState, Snapshot
-from kilowatt.planner.types import Placement, Plan, PoolUsage, ServicePlan
+from kilowatt.planner.types import Placement, Plan, PoolUsage, ServicePlan, placement_capacity
 
 PLANNER_BUDGET_SECONDS = 0.8  # the default for one plan, wherever it runs (operator, twin, CLI)
 MIN_SEARCH_SECONDS = 0.1
@@ -79,22 +89,32 @@ def greedy(snapshot: Snapshot, options: list[Option]) -> list[int]:
         index.setdefault(o.service, []).append(i)
     for s in sorted(snapshot.services, key=lambda s: -s.target_rps):
         mine = sorted(index.get(s.key, []), key=lambda i: options[i].usd_per_rps_hour)
-        need, left = s.target_rps, s.max_replicas
         floor = min(s.floor_replicas, s.max_replicas)
         for i in mine:
             o = options[i]
-            if left <= 0 or (need <= 1e-9 and floor <= 0):
+            now = [(counts[j], options[j].capacity_rps) for j in mine]
+            replicas = sum(n for n, _ in now)
+            covered = placement_capacity(now, s.equal_share) >= s.target_rps - 1e-9
+            if replicas >= s.max_replicas or (covered and replicas >= floor):
                 break
-            want = max(math.ceil(need / o.capacity_rps - 1e-9), floor)
-            n = min(want, left, free[o.pool.name] // o.tensor_parallel)
+            want = max(_more(s, o, now), floor - replicas)
+            n = min(want, s.max_replicas - replicas, free[o.pool.name] // o.tensor_parallel)
             if n <= 0:
                 continue
             counts[i] = n
             free[o.pool.name] -= n * o.tensor_parallel
-            need -= n * o.capacity_rps
-            left -= n
-            floor -= n
     return counts
+
+
+def _more(s: ServiceState, o: Option, now: list[tuple[int, float]]) -> int:
+    """Replicas of option ``o`` that would cover what is left of the service's target, given what it runs now
+    as (replicas, per-replica capacity) pairs. With equal shares a slower option lowers what every replica is
+    worth, so it is counted from the whole target at the new slowest capacity."""
+    if s.equal_share:
+        slowest = min([c for n, c in now if n > 0] + [o.capacity_rps])
+        return max(0, math.ceil(s.target_rps / slowest - 1e-9) - sum(n for n, _ in now))
+    need = s.target_rps - placement_capacity(now, False)
+    return max(0, math.ceil(need / o.capacity_rps - 1e-9))
 
 
 def _solve(
@@ -106,10 +126,19 @@ def _solve(
     n_opt, n_svc = len(options), len(services)
     churned = [i for i, o in enumerate(options) if (_current(services[service_index[o.service]], o)) > 0]
     n_churn = len(churned)
-    # Variable layout: [n (n_opt) | u (n_svc) | m (n_svc) | up (n_churn) | down (n_churn)]
+    by_service: list[list[int]] = [[] for _ in services]
+    by_pool: list[list[int]] = [[] for _ in snapshot.pools]
+    for i, o in enumerate(options):
+        by_service[service_index[o.service]].append(i)
+        by_pool[pools[o.pool.name]].append(i)
+    shared = _equal_share_groups(services, options, by_service)
+    n_z = sum(len(g) for _, g in shared)
+    # Variable layout: [n (n_opt) | u (n_svc) | m (n_svc) | up (n_churn) | down (n_churn) | z (n_z) | w (n_z)]
     u0, m0, up0 = n_opt, n_opt + n_svc, n_opt + 2 * n_svc
     down0 = up0 + n_churn
-    n_var = down0 + n_churn
+    z0 = down0 + n_churn
+    w0 = z0 + n_z
+    n_var = w0 + n_z
     if n_var == 0:
         return [], 0.0
 
@@ -130,18 +159,19 @@ def _solve(
         cost[down0 + j] = churn_cost[i]
 
     rows, cols, vals, lower, upper = [], [], [], [], []
-    by_service: list[list[int]] = [[] for _ in services]
-    by_pool: list[list[int]] = [[] for _ in snapshot.pools]
-    for i, o in enumerate(options):
-        by_service[service_index[o.service]].append(i)
-        by_pool[pools[o.pool.name]].append(i)
+    equal = {s_i for s_i, _ in shared}
     row = 0
-    # Demand coverage and replica bounds, per service.
+    # Demand coverage and replica bounds, per service (coverage of equal-share services through w, below).
     for s_i, s in enumerate(services):
         for i in by_service[s_i]:
-            rows += [row, row + 1, row + 2]
-            cols += [i, i, i]
-            vals += [options[i].capacity_rps, 1.0, 1.0]
+            if s_i in equal:
+                rows += [row + 1, row + 2]
+                cols += [i, i]
+                vals += [1.0, 1.0]
+            else:
+                rows += [row, row + 1, row + 2]
+                cols += [i, i, i]
+                vals += [options[i].capacity_rps, 1.0, 1.0]
         rows.append(row), cols.append(u0 + s_i), vals.append(1.0)
         lower.append(s.target_rps), upper.append(np.inf)
         rows.append(row + 1), cols.append(m0 + s_i), vals.append(1.0)
@@ -163,12 +193,45 @@ def _solve(
         vals += [1.0, -1.0, 1.0]
         lower.append(current), upper.append(current)
         row += 1
-
-    matrix = coo_matrix((vals, (rows, cols)), shape=(row, n_var)).tocsc()
     var_upper = np.full(n_var, highspy.kHighsInf)
     for i, o in enumerate(options):
         s = services[service_index[o.service]]
         var_upper[i] = min(s.max_replicas, o.pool.gpus_max // o.tensor_parallel)
+    # Equal shares: worth = sum_j cap[j] w[j]; w counts every replica at the slowest running option's capacity.
+    offset = 0
+    for s_i, group in shared:
+        big = float(services[s_i].max_replicas)
+        z = range(z0 + offset, z0 + offset + len(group))
+        w = range(w0 + offset, w0 + offset + len(group))
+        for j, i in enumerate(group):
+            rows.append(3 * s_i), cols.append(w[j]), vals.append(options[i].capacity_rps)  # coverage row
+            var_upper[z[j]], var_upper[w[j]] = 1.0, big
+        rows += [row] * (2 * len(group))  # sum_j w[j] - sum_o n[o] = 0
+        cols += list(w) + group
+        vals += [1.0] * len(group) + [-1.0] * len(group)
+        lower.append(0.0), upper.append(0.0)
+        row += 1
+        for j in range(len(group)):  # w[j] <= max z[j]
+            rows += [row, row]
+            cols += [w[j], z[j]]
+            vals += [1.0, -big]
+            lower.append(-np.inf), upper.append(0.0)
+            row += 1
+        rows += [row] * len(group)  # at most one slowest option
+        cols += list(z)
+        vals += [1.0] * len(group)
+        lower.append(-np.inf), upper.append(1.0)
+        row += 1
+        for i in group:  # n[o] runs only where the slowest chosen option is no faster than o
+            rows.append(row), cols.append(i), vals.append(1.0)
+            for j, k in enumerate(group):
+                if options[k].capacity_rps <= options[i].capacity_rps:
+                    rows.append(row), cols.append(z[j]), vals.append(-float(var_upper[i]))
+            lower.append(-np.inf), upper.append(0.0)
+            row += 1
+        offset += len(group)
+
+    matrix = coo_matrix((vals, (rows, cols)), shape=(row, n_var)).tocsc()
 
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = n_var, row
@@ -182,7 +245,8 @@ def _solve(
     lp.a_matrix_.start_ = matrix.indptr
     lp.a_matrix_.index_ = matrix.indices
     lp.a_matrix_.value_ = matrix.data
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * n_opt + [highspy.HighsVarType.kContinuous] * (n_var - n_opt)
+    integer, continuous = highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous
+    lp.integrality_ = [integer] * n_opt + [continuous] * (z0 - n_opt) + [integer] * n_z + [continuous] * n_z
 
     started = time.perf_counter()
     h = highspy.Highs()
@@ -196,7 +260,7 @@ def _solve(
     pool_rows = np.arange(3 * len(services), 3 * len(services) + len(snapshot.pools), dtype=np.int32)
     relaxed = _relaxation(h, n_var, lp.integrality_, pool_rows, np.asarray(lp.row_upper_)[pool_rows], RELAXATION_RESERVE)
     counts = round_and_repair(snapshot, options, relaxed) if relaxed is not None else greedy(snapshot, options)
-    start = _complete(snapshot, options, counts, churned, n_var, (u0, m0, up0, down0))
+    start = _complete(snapshot, options, counts, churned, n_var, (u0, m0, up0, down0), shared, (z0, w0))
     left = time_limit_seconds - (time.perf_counter() - started)
     if not exact and n_opt > EXACT_BELOW_OPTIONS and (left < MIN_SEARCH_SECONDS or n_opt > SEARCH_AT_MOST_OPTIONS):
         # No time for a branch-and-bound worth having: return the rounded plan, gap against the LP bound.
@@ -252,23 +316,24 @@ def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndar
         index.setdefault(o.service, []).append(i)
     services = {s.key: s for s in snapshot.services}
 
-    def remaining(key: str) -> tuple[float, int, int]:
+    def remaining(key: str) -> tuple[float, int, int, list[tuple[int, float]]]:
         mine = index.get(key, [])
         s = services[key]
-        need = s.target_rps - sum(options[i].capacity_rps * counts[i] for i in mine)
+        now = [(counts[i], options[i].capacity_rps) for i in mine]
+        need = s.target_rps - placement_capacity(now, s.equal_share)
         total = sum(counts[i] for i in mine)
-        return need, total, min(s.floor_replicas, s.max_replicas) - total
+        return need, total, min(s.floor_replicas, s.max_replicas) - total, now
 
     def best_two(key: str) -> tuple[float, int | None]:
         """(regret, best option) for covering this service's remaining need from pools with room."""
-        need, total, short = remaining(key)
+        need, total, short, now = remaining(key)
         s = services[key]
         if (need <= 1e-9 and short <= 0) or total >= s.max_replicas:
             return 0.0, None
         costs = []
         for i in index.get(key, []):
             o = options[i]
-            n = max(math.ceil(max(need, 0.0) / o.capacity_rps - 1e-9), short, 1)
+            n = max(_more(s, o, now), short, 1)
             n = min(n, s.max_replicas - total)
             if free[o.pool.name] >= n * o.tensor_parallel:
                 costs.append((n * o.planned_cost.total_usd_per_hour, i))
@@ -294,10 +359,10 @@ def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndar
         if heap and -regret > heap[0][0] + 1e-12 and regret != -negative:
             heapq.heappush(heap, (-regret, key))  # stale: its options changed since it was queued
             continue
-        need, total, short = remaining(key)
+        need, total, short, now = remaining(key)
         o = options[best]
         s = services[key]
-        n = max(math.ceil(max(need, 0.0) / o.capacity_rps - 1e-9), short, 1)
+        n = max(_more(s, o, now), short, 1)
         n = min(n, s.max_replicas - total, free[o.pool.name] // o.tensor_parallel)
         counts[best] += n
         free[o.pool.name] -= n * o.tensor_parallel
@@ -309,26 +374,40 @@ def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndar
 
 def _complete(
     snapshot: Snapshot, options: list[Option], counts: list[int], churned: list[int], n_var: int,
-    offsets: tuple[int, int, int, int],
+    offsets: tuple[int, int, int, int], shared: list[tuple[int, list[int]]] = (), shared_offsets: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
-    """Fill in the slack and churn variables for given replica counts, making a full feasible point."""
+    """Fill in the slack, churn and equal-share variables for given replica counts, making a full feasible point."""
     u0, m0, up0, down0 = offsets
+    z0, w0 = shared_offsets
     x = np.zeros(n_var)
     x[: len(counts)] = counts
     services = snapshot.services
     index = {s.key: i for i, s in enumerate(services)}
-    capacity = np.zeros(len(services))
-    replicas = np.zeros(len(services))
+    running: list[list[tuple[int, float]]] = [[] for _ in services]
     for o, n in zip(options, counts):
-        capacity[index[o.service]] += o.capacity_rps * n
-        replicas[index[o.service]] += n
+        running[index[o.service]].append((n, o.capacity_rps))
     for i, s in enumerate(services):
-        x[u0 + i] = max(0.0, s.target_rps - capacity[i])
-        x[m0 + i] = max(0.0, min(s.floor_replicas, s.max_replicas) - replicas[i])
+        x[u0 + i] = max(0.0, s.target_rps - placement_capacity(running[i], s.equal_share))
+        x[m0 + i] = max(0.0, min(s.floor_replicas, s.max_replicas) - sum(n for n, _ in running[i]))
     for j, i in enumerate(churned):
         delta = counts[i] - _current(services[index[options[i].service]], options[i])
         x[up0 + j], x[down0 + j] = max(delta, 0), max(-delta, 0)
+    offset = 0
+    for _, group in shared:
+        live = [j for j, i in enumerate(group) if counts[i] > 0]
+        if live:
+            slowest = min(live, key=lambda j: options[group[j]].capacity_rps)
+            x[z0 + offset + slowest] = 1.0
+            x[w0 + offset + slowest] = sum(counts[i] for i in group)
+        offset += len(group)
     return x
+
+
+def _equal_share_groups(services: tuple[ServiceState, ...], options: list[Option],
+                        by_service: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """(service index, its option indices) for the equal-share services with a choice of pools (one option is
+    exact without the extra variables)."""
+    return [(s_i, by_service[s_i]) for s_i, s in enumerate(services) if s.equal_share and len(by_service[s_i]) > 1]
 
 
 def _current(service: ServiceState, option: Option) -> int:
@@ -357,7 +436,7 @@ def _assemble(
             Placement(o.pool.name, o.pool.gpu.model, n, o.tensor_parallel, o.capacity_rps) for o, n in chosen if n > 0
         )
         cost = served_cost(s, [(o, n) for o, n in chosen if n > 0], snapshot.at)
-        capacity = sum(p.replicas * p.capacity_rps for p in placement)
+        capacity = placement_capacity([(p.replicas, p.capacity_rps) for p in placement], s.equal_share)
         unmet = max(0.0, s.target_rps - capacity)
         binding: Binding | None = None
         replicas = sum(p.replicas for p in placement)
@@ -365,10 +444,10 @@ def _assemble(
             binding = _binding(s, by_service[s.key], replicas, used, snapshot)
             problems.append(f"{binding}; SLO at risk for {s.key}")
         alts = alternatives(s, by_service[s.key], snapshot.at)
-        reason, next_best = reason_for(s, placement, cost, alts, binding)
+        reason, next_best = reason_for(s, placement, cost, alts, binding, by_service[s.key])
         planned = sum(o.planned_cost.total_usd_per_hour * n for o, n in chosen)
         service_plans.append(ServicePlan(s.key, s.demand_rps, s.target_rps, placement, cost, reason, next_best,
-                                         unmet, binding, planned))
+                                         unmet, binding, planned, s.equal_share))
     pools = tuple(PoolUsage(p.name, used[p.name], p.gpus_max) for p in snapshot.pools)
     return Plan(not problems, tuple(service_plans), pools, seconds, tuple(problems), gap)
 

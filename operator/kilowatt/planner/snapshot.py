@@ -47,6 +47,9 @@ class ServiceState:
     profiles: tuple[tuple[str, int, float], ...] = ()  # (pool, tensor_parallel, max req/s within SLO)
     current: tuple[tuple[str, CurrentPlacement], ...] = ()  # (pool, placement)
     corrections: tuple[tuple[str, float, float], ...] = ()  # (pool, ttft factor, tpot factor)
+    # routing.mode Service: one ClusterIP Service gives every ready replica an equal share of the traffic, so a
+    # placement serves within the SLO only up to replicas x its slowest replica's capacity (placement_capacity).
+    equal_share: bool = False
 
     @property
     def target_rps(self) -> float:

@@ -15,6 +15,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from kilowatt.planner.reasons import DownWindow, StepHold, UpBounded, WaitingForReady
+from kilowatt.planner.types import placement_capacity
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class PoolUnits:
     desired: int  # what the Deployment asks for now
     ready: int  # what serves now
     capacity_rps_per_unit: float  # within the SLO
+    units_per_replica: int = 1  # of what runs now (its tensor-parallel degree when counting GPUs)
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,12 @@ class Stabiliser:
         now_seconds: float,
         policy: ScalingPolicy,
         units: dict[str, int] | None = None,
+        equal_share: bool = False,
     ) -> Step:
         """``served_rps``: the traffic the ready capacity serves now (what a scale-down may not cut below).
         ``units``: when counts are GPUs rather than replicas, the GPUs of one replica per pool; the step
-        bounds (in replicas) are scaled by it and the holds say GPUs."""
+        bounds (in replicas) are scaled by it and the holds say GPUs. ``equal_share``: the replicas sit behind
+        a plain Service, so ready capacity is ready replicas x the slowest ready replica's capacity."""
         history = self._history[service]
         unit = lambda p: (units or {}).get(p, 1)  # noqa: E731
         what = " GPUs" if units else ""
@@ -95,7 +99,11 @@ class Stabiliser:
 
         # Never remove ready capacity the current traffic needs while other replicas are still starting.
         def ready_capacity(plan: dict[str, int]) -> float:
-            return sum(min(plan.get(p, 0), c.ready) * c.capacity_rps_per_unit for p, c in current.items())
+            if not equal_share:
+                return sum(min(plan.get(p, 0), c.ready) * c.capacity_rps_per_unit for p, c in current.items())
+            ready = [(min(plan.get(p, 0), c.ready) / c.units_per_replica, c.capacity_rps_per_unit * c.units_per_replica)
+                     for p, c in current.items()]
+            return placement_capacity(ready, True)
 
         for pool in sorted(pools):
             c = current.get(pool)

@@ -13,6 +13,20 @@ def replica_label(replicas: int, gpu_model: str, tensor_parallel: int) -> str:
     return f"{replicas}×{gpu_model}" + (f"(tp{tensor_parallel})" if tensor_parallel > 1 else "")
 
 
+def placement_capacity(replicas_and_capacity: list[tuple[int, float]], equal_share: bool) -> float:
+    """Req/s a placement serves within the SLO, from (replicas, per-replica capacity) per pool.
+
+    Weighted routing gives each pool traffic in proportion to its capacity: the capacities add up. A plain
+    Service (``equal_share``) gives every replica the same share, so the slowest replica reaches its SLO limit
+    first: the placement is worth replicas x the smallest per-replica capacity among those that run."""
+    live = [(n, c) for n, c in replicas_and_capacity if n > 0]
+    if not live:
+        return 0.0
+    if equal_share:
+        return sum(n for n, _ in live) * min(c for _, c in live)
+    return sum(n * c for n, c in live)
+
+
 @dataclass(frozen=True)
 class Placement:
     pool: str
@@ -40,10 +54,11 @@ class ServicePlan:
     unmet_rps: float = 0.0
     binding: Binding | None = None  # what left demand unmet or replicas below the floor
     planned_usd_per_hour: float = 0.0  # the objective's view: per-replica cost at the planned utilisation
+    equal_share: bool = False  # routing.mode Service: every replica gets the same share (placement_capacity)
 
     @property
     def capacity_rps(self) -> float:
-        return sum(p.replicas * p.capacity_rps for p in self.placement)
+        return placement_capacity([(p.replicas, p.capacity_rps) for p in self.placement], self.equal_share)
 
     @property
     def replicas(self) -> int:

@@ -51,7 +51,7 @@ def verdict(policies: list[dict]) -> dict:
     return out
 
 
-def scenario(name: str, workload, prices: dict, policies: list[str] = POLICIES, routing: str = "weighted") -> dict:
+def scenario(name: str, workload, prices: dict, policies: list[str] = POLICIES, routing: str | None = None) -> dict:
     pools, services = load_objects([SCENARIO])
     print(f"scenario {name}: {len(workload):,} requests, {workload.duration_s / 3600:.1f} h, {routing} routing",
           file=sys.stderr)

@@ -279,6 +279,7 @@ def _workload(args: argparse.Namespace, pools: list, start, duration_s: float | 
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from kilowatt.twin.dataplane import routed_as
     from kilowatt.twin.policies import POLICIES
     from kilowatt.twin.simulate import simulate
 
@@ -298,10 +299,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"simulating {len(workload):,} requests over {workload.duration_s / 3600:.2f} h for {service.key} on "
               f"{', '.join(p.name for p in pools)}: {', '.join(policies)}", file=sys.stderr)
+    service, routing = routed_as(service, args.routing)
     results = simulate(policies, workload, service, pools, prices, {}, start, args.period_seconds, args.seed,
-                       quiet=args.quiet, routing=args.routing)
+                       quiet=args.quiet, routing=routing)
     summary = {"service": service.key, "requests": len(workload), "durationHours": round(workload.duration_s / 3600, 4),
-               "workload": workload.label, "start": start.isoformat(), "routing": args.routing,
+               "workload": workload.label, "start": start.isoformat(), "routing": routing,
                "policies": [r.to_json() for r in results]}
     if args.report:
         from kilowatt.twin.report import write_report
@@ -483,9 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default=",".join(("kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange",
                                                  "lower-bound")))
     p.add_argument("--period-seconds", type=float, default=15.0, help="control period")
-    p.add_argument("--routing", choices=["weighted", "service", "inferencepool"], default="weighted",
-                   help="how the cluster routes (spec.routing.mode): weighted by capacity (the default, what the "
-                        "planner assumes), service (equal shares) or inferencepool (by weight, then in turn)")
+    p.add_argument("--routing", choices=["weighted", "service", "inferencepool"],
+                   help="how the cluster routes, overriding the service's spec.routing.mode (the default): service "
+                        "(one Service, equal shares), weighted (an HTTPRoute weighted by capacity) or inferencepool "
+                        "(by weight, then each replica of the pool in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="directory for the plots and report.html")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -240,3 +240,28 @@ def test_the_twin_routes_as_the_cluster_does_for_each_routing_mode(examples, rou
         assert counts[h100].sum() == pytest.approx(capacity[h100].sum() / capacity.sum(), abs=0.01)
     if routing == "inferencepool":  # in turn: the RTX 4090 replicas' counts differ by at most one request
         assert np.ptp(np.bincount(chosen, minlength=len(serving))[rtx]) <= 1
+
+
+def test_the_cost_of_equal_shares_on_a_mixed_placement_is_reported(examples) -> None:
+    """The same mixed placement for an hour: behind a plain Service the share of its cost above what
+    replicas x the slowest replica can use is stranded; weighted routing strands nothing. A homogeneous
+    placement strands nothing either way."""
+    pools, service = examples
+    w = Workload(np.zeros(0), np.zeros(0), np.zeros(0), 3600.0, "empty")
+    out = {}
+    for routing, placement in (("service", {"rtx4090": (3, 1), "h100": (1, 1)}),
+                               ("weighted", {"rtx4090": (3, 1), "h100": (1, 1)}),
+                               ("service-homogeneous", {"h100": (2, 1)})):
+        plane = DataPlane(w, service, pools, {}, START, routing=routing.split("-")[0])
+        plane.apply(placement)
+        plane.warm_start()
+        plane.advance(3600.0)
+        out[routing] = plane.accounts
+    shared = out["service"]
+    capacity = {p: DataPlane(w, service, pools, {}, START).engine(p, 1)[1] for p in ("rtx4090", "h100")}
+    usable = 4 * min(capacity.values()) / (3 * capacity["rtx4090"] + capacity["h100"])
+    paid = shared.hardware_usd + shared.energy_usd
+    assert shared.mixed_hours == pytest.approx(1.0)
+    assert shared.stranded_usd == pytest.approx(paid * (1 - usable), rel=0.01)
+    assert out["weighted"].mixed_hours == pytest.approx(1.0) and out["weighted"].stranded_usd == 0.0
+    assert out["service-homogeneous"].mixed_hours == 0.0 and out["service-homogeneous"].stranded_usd == 0.0

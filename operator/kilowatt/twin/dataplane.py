@@ -9,10 +9,14 @@ starting or draining included; power follows each replica's load on the pool's p
 Routing, as the cluster routes for ``spec.routing.mode`` (``ROUTINGS``), or a policy's own router (the Mélange
 baseline routes by request size):
 
+Without one, the service's own ``spec.routing.mode`` (Service unless a gateway is configured), so the twin routes
+as the cluster would and the planner plans for it; naming one rewrites the service's mode for the run.
+
 - ``weighted``: a gateway picks a pool's Service by the HTTPRoute's weight (per-replica capacity x serving
   replicas), then kube-proxy a pod of it at random — together, each serving replica takes requests in proportion
-  to what it serves within the SLO, at random. The default (what the planner assumes).
-- ``service``: one ClusterIP Service over every pod: each serving replica an equal share, at random.
+  to what it serves within the SLO, at random.
+- ``service``: one ClusterIP Service over every pod: each serving replica an equal share, at random (the
+  planner counts a mixed placement at its slowest replica).
 - ``inferencepool``: the pool by weight as above, then, within the pool, the next replica in turn: the endpoint
   picker sends each request to the least-loaded replica of a homogeneous pool, which round-robin approximates
   (its KV-cache and queue-depth scoring is not modelled).
@@ -27,7 +31,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
+from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, RoutingMode
 from kilowatt.economics.cost import WATTS_PER_KILOWATT
 from kilowatt.economics.prices import PriceSource
 from kilowatt.metrics.source import (
@@ -48,6 +52,22 @@ from kilowatt.twin.workload import Workload
 
 SECONDS_PER_HOUR = 3600.0
 ROUTINGS = ("weighted", "service", "inferencepool")
+MODE_OF_ROUTING = {"weighted": RoutingMode.WEIGHTED, "service": RoutingMode.SERVICE,
+                   "inferencepool": RoutingMode.INFERENCE_POOL}
+
+
+def routed_as(service: InferenceService, routing: str | None) -> tuple[InferenceService, str]:
+    """The service as the run routes it, and the routing's name: ``routing`` None keeps the spec's mode; a name
+    rewrites ``spec.routing.mode`` (not validated: a what-if needs no Gateway to attach to)."""
+    if routing is None:
+        return service, {m: r for r, m in MODE_OF_ROUTING.items()}[service.spec.routing.mode]
+    if routing not in ROUTINGS:
+        raise ValueError(f"routing {routing!r}: use one of {', '.join(ROUTINGS)}")
+    mode = MODE_OF_ROUTING[routing]
+    if service.spec.routing.mode is mode:
+        return service, routing
+    spec = service.spec.model_copy(update={"routing": service.spec.routing.model_copy(update={"mode": mode})})
+    return service.model_copy(update={"spec": spec}), routing
 Router = Callable[[np.ndarray, list[Replica], np.random.Generator], np.ndarray]
 
 
@@ -73,16 +93,19 @@ class Accounts:
     energy_usd: float = 0.0
     energy_kwh: float = 0.0
     gpu_hours: dict[str, float] = field(default_factory=dict)
+    # What routing costs a mixed placement: hours with serving replicas on more than one pool, and the share of
+    # the cost paid for capacity the routing cannot reach (a plain Service gives every replica an equal share, so
+    # only replicas x the slowest replica's capacity is usable; weighted routing reaches all of it).
+    mixed_hours: float = 0.0
+    stranded_usd: float = 0.0
 
 
 class DataPlane:
     def __init__(self, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
                  prices: dict[str, PriceSource], start: datetime, seed: int = 0,
                  startup_override_seconds: float | None = None, metrics_window_seconds: float = 60.0,
-                 routing: str = "weighted") -> None:
-        if routing not in ROUTINGS:
-            raise ValueError(f"routing {routing!r}: use one of {', '.join(ROUTINGS)}")
-        self.routing = routing
+                 routing: str | None = None) -> None:
+        service, self.routing = routed_as(service, routing)
         self._turn: dict[str, int] = {}  # pool -> the next replica's turn (inferencepool routing)
         self.workload = workload
         self.service = service
@@ -308,6 +331,13 @@ class DataPlane:
             sum(r.gpus for r in rs) * self.pool_state(p).economics.usd_per_gpu_hour for p, rs in
             self.replicas.items()) + sum(w * self.pools[p].spec.cost.pue / WATTS_PER_KILOWATT * prices[p]
                                          for p, w in self._power_by_pool.items())
+        serving = [(self._pool_name(r), r.gpus) for rs in self.replicas.values() for r in rs if r.ready_at <= t1]
+        if len({p for p, _ in serving}) > 1:
+            per_replica = [self.engine(p, k)[1] for p, k in serving]
+            reachable = len(per_replica) * min(per_replica) if self.routing == "service" and self.router is None \
+                else sum(per_replica)
+            self.accounts.mixed_hours += dt / SECONDS_PER_HOUR
+            self.accounts.stranded_usd += cost_rate * dt / SECONDS_PER_HOUR * (1.0 - reachable / sum(per_replica))
         self.samples.append(Sample(
             t1, arrived / dt, {p: len(rs) for p, rs in self.replicas.items()},
             {p: sum(r.gpus for r in rs) for p, rs in self.replicas.items()},

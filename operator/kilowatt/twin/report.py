@@ -86,7 +86,19 @@ def write_report(directory: str | Path, results: list[PolicyResult], title: str,
         f"<tr><td>{html.escape(p['name'])}</td><td>{p['costUsd']:.2f}</td><td>{p['hardwareUsd']:.2f}</td>"
         f"<td>{p['energyUsd']:.2f}</td><td>{p['energyKwh']:.1f}</td><td>{p['sloAttainment']:.2%}</td>"
         f"<td>{p['ttftP95Ms'] if p['ttftP95Ms'] is not None else '-'}</td>"
-        f"<td>{p['tpotP95Ms'] if p['tpotP95Ms'] is not None else '-'}</td></tr>" for p in summary["policies"])
+        f"<td>{p['tpotP95Ms'] if p['tpotP95Ms'] is not None else '-'}</td>"
+        f"<td>{p['mixedPlacementHours']:.2f}</td><td>{p['strandedByRoutingUsd']:.2f}</td></tr>"
+        for p in summary["policies"])
+    routing = summary.get("routing", "weighted")
+    note = {
+        "service": "Routing <b>service</b>: one ClusterIP Service, so every serving replica gets an equal share; on "
+                   "a mixed placement only replicas × the slowest replica's capacity is usable, and the rest of "
+                   "what it costs is <i>stranded</i>.",
+        "weighted": "Routing <b>weighted</b>: an HTTPRoute weighted by capacity reaches every replica's capacity; "
+                    "nothing is stranded by routing.",
+        "inferencepool": "Routing <b>inferencepool</b>: pools by HTTPRoute weight, then each pool's replicas in "
+                         "turn; nothing is stranded by routing.",
+    }.get(routing, "")
     images = "".join(
         f'<h2>{html.escape(name.removesuffix(".png").replace("-", " "))}</h2>'
         f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}"/>' for name, data in figures)
@@ -96,7 +108,9 @@ def write_report(directory: str | Path, results: list[PolicyResult], title: str,
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <table><tr><th>policy</th><th>cost USD</th><th>hardware USD</th><th>energy USD</th><th>energy kWh</th>
-<th>SLO attainment</th><th>TTFT p95 ms</th><th>TPOT p95 ms</th></tr>{rows}</table>
+<th>SLO attainment</th><th>TTFT p95 ms</th><th>TPOT p95 ms</th><th>mixed placement h</th>
+<th>stranded by routing USD</th></tr>{rows}</table>
+<p>{note}</p>
 {images}
 <h2>raw result</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre>
 </body></html>

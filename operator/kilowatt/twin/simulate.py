@@ -19,7 +19,7 @@ import numpy as np
 from kilowatt.slo import within_slo
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.economics.prices import PriceSource
-from kilowatt.twin.dataplane import DataPlane, Sample
+from kilowatt.twin.dataplane import DataPlane, Sample, routed_as
 from kilowatt.twin.policies import make_policy
 from kilowatt.twin.workload import Workload
 
@@ -45,6 +45,8 @@ class PolicyResult:
     samples: list[Sample] = field(default_factory=list, repr=False)
     decisions: int = 0
     wall_seconds: float = 0.0
+    mixed_hours: float = 0.0  # serving on more than one pool at once
+    stranded_usd: float = 0.0  # paid for capacity the routing cannot reach (equal shares on a mixed placement)
 
     def to_json(self) -> dict:
         ms = lambda s: None if s is None else round(s * 1000.0, 3)  # noqa: E731
@@ -64,6 +66,8 @@ class PolicyResult:
             "tpotP95Ms": ms(self.tpot_p95_s),
             "gpuHours": {p: round(h, 6) for p, h in self.gpu_hours.items()},
             "decisions": self.decisions,
+            "mixedPlacementHours": round(self.mixed_hours, 6),
+            "strandedByRoutingUsd": round(self.stranded_usd, 6),
             "wallSeconds": round(self.wall_seconds, 3),
         }
 
@@ -71,8 +75,10 @@ class PolicyResult:
 def run_policy(name: str, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
                prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
                period_seconds: float = 15.0, seed: int = 0,
-               progress: Callable[[str, float], None] | None = None, routing: str = "weighted") -> PolicyResult:
+               progress: Callable[[str, float], None] | None = None, routing: str | None = None) -> PolicyResult:
+    """``routing``: how the cluster routes (None: the service's spec.routing.mode)."""
     started = time.perf_counter()
+    service, routing = routed_as(service, routing)
     policy = make_policy(name, service, pools, price_queries, period_seconds)
     plane = DataPlane(workload, service, pools, prices, start, seed=seed,
                       startup_override_seconds=policy.startup_override_seconds, routing=routing)
@@ -121,13 +127,14 @@ def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int =
         cost_usd=a.hardware_usd + a.energy_usd, hardware_usd=a.hardware_usd, energy_usd=a.energy_usd,
         energy_kwh=a.energy_kwh, tokens=tokens, slo_attainment=float(ok.mean()) if len(w) else 1.0,
         ttft_p95_s=p(ttft_all), tpot_p95_s=p(tpot_all[has_tpot | ~finished]), gpu_hours=dict(a.gpu_hours),
-        samples=plane.samples, decisions=decisions, wall_seconds=wall_seconds)
+        samples=plane.samples, decisions=decisions, wall_seconds=wall_seconds, mixed_hours=a.mixed_hours,
+        stranded_usd=a.stranded_usd)
 
 
 def simulate(policies: list[str], workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
              prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
              period_seconds: float = 15.0, seed: int = 0, quiet: bool = False,
-             routing: str = "weighted") -> list[PolicyResult]:
+             routing: str | None = None) -> list[PolicyResult]:
     tty = sys.stderr.isatty()
 
     def progress(name: str, fraction: float) -> None:

@@ -347,7 +347,7 @@ class Demo:
                 self._say("baselines skipped (Ctrl-C)")
         summary = {
             "service": o.service.key, "workload": plane.workload.label, "requests": len(plane.workload),
-            "durationHours": round(stopped_at / 3600, 4), "start": o.start.isoformat(),
+            "durationHours": round(stopped_at / 3600, 4), "start": o.start.isoformat(), "routing": plane.routing,
             "interrupted": self._interrupted, "deploymentChanges": self.deployment_changes,
             "decisions": self.decisions, "policies": [result.to_json()] + [b.to_json() for b in baselines],
         }
@@ -381,6 +381,10 @@ class Demo:
                        f"{-saved:.0%} dearer (costs ${result.cost_usd - b.cost_usd:.2f} more)")
             say(f"  against {b.name}: {verdict}; requests within the SLO {result.slo_attainment:.2%} vs "
                 f"{b.slo_attainment:.2%}")
+        if self.plane.routing == "service" and result.mixed_hours > 0:
+            say(f"  routing mode Service (equal shares): {result.mixed_hours:.1f} h on a mixed placement, "
+                f"${result.stranded_usd:.2f} of kilowatt's cost paid for capacity only weighted routing reaches "
+                "(spec.routing.mode Weighted, docs/operations.md)")
 
 
 def _log_to(view: View) -> None:

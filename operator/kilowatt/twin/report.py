@@ -89,7 +89,7 @@ def write_report(directory: str | Path, results: list[PolicyResult], title: str,
         f"<td>{p['tpotP95Ms'] if p['tpotP95Ms'] is not None else '-'}</td>"
         f"<td>{p['mixedPlacementHours']:.2f}</td><td>{p['strandedByRoutingUsd']:.2f}</td></tr>"
         for p in summary["policies"])
-    routing = summary.get("routing", "weighted")
+    routing = summary.get("routing")
     note = {
         "service": "Routing <b>service</b>: one ClusterIP Service, so every serving replica gets an equal share; on "
                    "a mixed placement only replicas × the slowest replica's capacity is usable, and the rest of "

@@ -161,19 +161,15 @@ def _solve(
     rows, cols, vals, lower, upper = [], [], [], [], []
     equal = {s_i for s_i, _ in shared}
     row = 0
-    # Demand coverage and replica bounds, per service (coverage of equal-share services through w, below).
+    # Demand coverage and replica bounds, per service. Equal-share services are covered through w (below); their
+    # capacity-weighted coverage row is switched on only for the LP relaxation, whose big-M form would be useless.
     for s_i, s in enumerate(services):
         for i in by_service[s_i]:
-            if s_i in equal:
-                rows += [row + 1, row + 2]
-                cols += [i, i]
-                vals += [1.0, 1.0]
-            else:
-                rows += [row, row + 1, row + 2]
-                cols += [i, i, i]
-                vals += [options[i].capacity_rps, 1.0, 1.0]
+            rows += [row, row + 1, row + 2]
+            cols += [i, i, i]
+            vals += [options[i].capacity_rps, 1.0, 1.0]
         rows.append(row), cols.append(u0 + s_i), vals.append(1.0)
-        lower.append(s.target_rps), upper.append(np.inf)
+        lower.append(-np.inf if s_i in equal else s.target_rps), upper.append(np.inf)
         rows.append(row + 1), cols.append(m0 + s_i), vals.append(1.0)
         lower.append(float(min(s.floor_replicas, s.max_replicas))), upper.append(np.inf)
         lower.append(-np.inf), upper.append(float(s.max_replicas))
@@ -199,13 +195,17 @@ def _solve(
         var_upper[i] = min(s.max_replicas, o.pool.gpus_max // o.tensor_parallel)
     # Equal shares: worth = sum_j cap[j] w[j]; w counts every replica at the slowest running option's capacity.
     offset = 0
+    equal_rows_from = row
     for s_i, group in shared:
         big = float(services[s_i].max_replicas)
         z = range(z0 + offset, z0 + offset + len(group))
         w = range(w0 + offset, w0 + offset + len(group))
         for j, i in enumerate(group):
-            rows.append(3 * s_i), cols.append(w[j]), vals.append(options[i].capacity_rps)  # coverage row
+            rows.append(row), cols.append(w[j]), vals.append(options[i].capacity_rps)
             var_upper[z[j]], var_upper[w[j]] = 1.0, big
+        rows.append(row), cols.append(u0 + s_i), vals.append(1.0)  # sum_j cap[j] w[j] + u >= target
+        lower.append(services[s_i].target_rps), upper.append(np.inf)
+        row += 1
         rows += [row] * (2 * len(group))  # sum_j w[j] - sum_o n[o] = 0
         cols += list(w) + group
         vals += [1.0] * len(group) + [-1.0] * len(group)
@@ -258,7 +258,15 @@ def _solve(
     # Warm start: the LP relaxation rounded and repaired (much closer to optimal than a greedy plan on large,
     # contended instances), or the greedy plan when the relaxation is not available.
     pool_rows = np.arange(3 * len(services), 3 * len(services) + len(snapshot.pools), dtype=np.int32)
-    relaxed = _relaxation(h, n_var, lp.integrality_, pool_rows, np.asarray(lp.row_upper_)[pool_rows], RELAXATION_RESERVE)
+    row_lower, row_upper = np.asarray(lp.row_lower_), np.asarray(lp.row_upper_)
+    shrunk = np.floor(row_upper[pool_rows] * (1.0 - RELAXATION_RESERVE))
+    # The relaxation: pools shrunk; equal-share services covered by capacity-weighted shares, their rows off.
+    weighted_rows = np.array([3 * s_i for s_i, _ in shared], dtype=np.int32)
+    equal_rows = np.arange(equal_rows_from, row, dtype=np.int32)
+    swaps = [(pool_rows, row_lower[pool_rows], shrunk),
+             (weighted_rows, np.array([services[s_i].target_rps for s_i, _ in shared]), row_upper[weighted_rows]),
+             (equal_rows, np.full(len(equal_rows), -inf), np.full(len(equal_rows), inf))]
+    relaxed = _relaxation(h, n_var, lp.integrality_, swaps, row_lower, row_upper)
     counts = round_and_repair(snapshot, options, relaxed) if relaxed is not None else greedy(snapshot, options)
     start = _complete(snapshot, options, counts, churned, n_var, (u0, m0, up0, down0), shared, (z0, w0))
     left = time_limit_seconds - (time.perf_counter() - started)
@@ -285,20 +293,25 @@ def _gap_to(objective: float, bound: float) -> float:
     return max(0.0, (objective - bound) / max(abs(objective), 1e-9))
 
 
-def _relaxation(h: highspy.Highs, n_var: int, integrality: list, pool_rows: np.ndarray, pool_gpus: np.ndarray,
-                reserve: float) -> np.ndarray | None:
-    """The LP relaxation against pools shrunk by ``reserve``: the LP fills cheap pools to the brim, and
-    rounding its fractions up needs room it would otherwise not have."""
+def _relaxation(h: highspy.Highs, n_var: int, integrality: list,
+                swaps: list[tuple[np.ndarray, np.ndarray, np.ndarray]], row_lower: np.ndarray,
+                row_upper: np.ndarray) -> np.ndarray | None:
+    """The LP relaxation with some rows' bounds swapped for it (``swaps``: rows, lower, upper), then put back:
+    pools shrunk by the reserve (the LP fills cheap pools to the brim, and rounding its fractions up needs room
+    it would otherwise not have), and equal-share services covered as if shares were capacity-weighted."""
     everything = np.arange(n_var, dtype=np.int32)
     h.changeColsIntegrality(n_var, everything, np.array([highspy.HighsVarType.kContinuous] * n_var))
-    shrunk = np.floor(pool_gpus * (1.0 - reserve))
-    h.changeRowsBounds(len(pool_rows), pool_rows, np.full(len(pool_rows), -highspy.kHighsInf), shrunk)
+    for rows, lower, upper in swaps:
+        if len(rows):
+            h.changeRowsBounds(len(rows), rows, np.asarray(lower, dtype=float), np.asarray(upper, dtype=float))
     h.setOptionValue("time_limit", highspy.kHighsInf)  # the relaxation always finishes: everything rests on it
     h.run()
     solution = h.getSolution()
     optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
     values = np.array(solution.col_value) if solution.value_valid and optimal else None
-    h.changeRowsBounds(len(pool_rows), pool_rows, np.full(len(pool_rows), -highspy.kHighsInf), pool_gpus)
+    for rows, _, _ in swaps:
+        if len(rows):
+            h.changeRowsBounds(len(rows), rows, row_lower[rows], row_upper[rows])
     h.changeColsIntegrality(n_var, everything, np.array(integrality))
     return values
 
@@ -308,13 +321,21 @@ def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndar
     that would lose most by missing its cheapest pool with room goes first (classic remedy for contended
     assignment), taking whole replicas within free GPUs and replicas.max."""
     counts = [int(math.floor(relaxed[i] + 1e-9)) for i in range(len(options))]
-    free = {p.name: p.gpus_max for p in snapshot.pools}
-    for o, n in zip(options, counts):
-        free[o.pool.name] -= n * o.tensor_parallel
     index: dict[str, list[int]] = {}
     for i, o in enumerate(options):
         index.setdefault(o.service, []).append(i)
     services = {s.key: s for s in snapshot.services}
+    for key, mine in index.items():
+        if services[key].equal_share and len(mine) > 1:
+            # The relaxation splits equal-share services as if shares were weighted; keep only the pool it gave
+            # most, and let the repair cover the rest (a mix of rounded-down parts is worth little at N x slowest).
+            keep = max(mine, key=lambda i: relaxed[i])
+            for i in mine:
+                if i != keep:
+                    counts[i] = 0
+    free = {p.name: p.gpus_max for p in snapshot.pools}
+    for o, n in zip(options, counts):
+        free[o.pool.name] -= n * o.tensor_parallel
 
     def remaining(key: str) -> tuple[float, int, int, list[tuple[int, float]]]:
         mine = index.get(key, [])
@@ -338,6 +359,10 @@ def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndar
             if free[o.pool.name] >= n * o.tensor_parallel:
                 costs.append((n * o.planned_cost.total_usd_per_hour, i))
             elif free[o.pool.name] >= o.tensor_parallel:
+                fits = free[o.pool.name] // o.tensor_parallel
+                if s.equal_share and short <= 0 and placement_capacity(now + [(fits, o.capacity_rps)], True) <= \
+                        placement_capacity(now, True) + 1e-9:
+                    continue  # slower replicas that fit would lower what every replica is worth
                 # Partial cover: what fits here, priced as if the rest had to come from the dearest option.
                 costs.append((n * o.planned_cost.total_usd_per_hour * 1.5, i))
         if not costs:

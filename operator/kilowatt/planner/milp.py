@@ -33,6 +33,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Callable
 
 import highspy
 import numpy as np
@@ -47,7 +48,6 @@ from kilowatt.planner.types import Placement, Plan, PoolUsage, ServicePlan, plac
 
 PLANNER_BUDGET_SECONDS = 0.8  # the default for one plan, wherever it runs (operator, twin, CLI)
 MIN_SEARCH_SECONDS = 0.1
-RELAXATION_RESERVE = 0.1  # share of each pool kept free in the relaxation, for rounding up
 # Above this, branch-and-bound found nothing better than the rounded start within a second in our benchmark
 # (1000 services x 10 pools = ~9,400 options) and overran its limit at the root node: skip it.
 SEARCH_AT_MOST_OPTIONS = 2000
@@ -74,7 +74,8 @@ def plan(
         s.key: options_for(s, snapshot.pools, snapshot.at, capacity) for s in snapshot.services
     }
     options = [o for s in snapshot.services for o in by_service[s.key]]
-    budget = max(0.05, time_limit_seconds - (time.perf_counter() - started))
+    # What is left for solving, less what assembling the plan (reasons, costs) takes after it (~0.1 ms/service).
+    budget = max(0.05, time_limit_seconds - (time.perf_counter() - started) - 1e-4 * len(snapshot.services))
     counts, gap = _solve(snapshot, options, budget, exact)
     return _assemble(snapshot, by_service, options, counts, time.perf_counter() - started, gap)
 
@@ -120,6 +121,7 @@ def _more(s: ServiceState, o: Option, now: list[tuple[int, float]]) -> int:
 def _solve(
     snapshot: Snapshot, options: list[Option], time_limit_seconds: float, exact: bool = False
 ) -> tuple[list[int], float]:
+    started = time.perf_counter()
     services = snapshot.services
     pools = {p.name: i for i, p in enumerate(snapshot.pools)}
     service_index = {s.key: i for i, s in enumerate(services)}
@@ -248,7 +250,6 @@ def _solve(
     integer, continuous = highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous
     lp.integrality_ = [integer] * n_opt + [continuous] * (z0 - n_opt) + [integer] * n_z + [continuous] * n_z
 
-    started = time.perf_counter()
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_seconds))
@@ -259,22 +260,37 @@ def _solve(
     # contended instances), or the greedy plan when the relaxation is not available.
     pool_rows = np.arange(3 * len(services), 3 * len(services) + len(snapshot.pools), dtype=np.int32)
     row_lower, row_upper = np.asarray(lp.row_lower_), np.asarray(lp.row_upper_)
-    shrunk = np.floor(row_upper[pool_rows] * (1.0 - RELAXATION_RESERVE))
-    # The relaxation: pools shrunk; equal-share services covered by capacity-weighted shares, their rows off.
+    # The relaxation: equal-share services covered by capacity-weighted shares, their big-M rows off.
     weighted_rows = np.array([3 * s_i for s_i, _ in shared], dtype=np.int32)
     equal_rows = np.arange(equal_rows_from, row, dtype=np.int32)
-    swaps = [(pool_rows, row_lower[pool_rows], shrunk),
-             (weighted_rows, np.array([services[s_i].target_rps for s_i, _ in shared]), row_upper[weighted_rows]),
+    swaps = [(weighted_rows, np.array([services[s_i].target_rps for s_i, _ in shared]), row_upper[weighted_rows]),
              (equal_rows, np.full(len(equal_rows), -inf), np.full(len(equal_rows), inf))]
-    relaxed = _relaxation(h, n_var, lp.integrality_, swaps, row_lower, row_upper)
-    counts = round_and_repair(snapshot, options, relaxed) if relaxed is not None else greedy(snapshot, options)
+    option_pool = np.array([pools[o.pool.name] for o in options], dtype=np.int64)
+    option_gpus = np.array([o.tensor_parallel for o in options], dtype=np.int64)
+    pool_gpus = np.array([p.gpus_max for p in snapshot.pools], dtype=np.int64)
+    gpu_price: dict[str, float] = {}
+    lp_bound: list[float] = []
+
+    def after_relaxation(h_: highspy.Highs, v: np.ndarray) -> np.ndarray:
+        # What a GPU of each pool is worth under contention (the pool rows' duals), for the repair below.
+        duals = np.asarray(h_.getSolution().row_dual)
+        gpu_price.update({p.name: max(0.0, -float(duals[r])) for p, r in zip(snapshot.pools, pool_rows)})
+        lp_bound.append(h_.getInfo().objective_function_value)
+        return _dive(h_, v, option_pool, option_gpus, pool_gpus, var_upper[:n_opt], shared,
+                     started + DIVE_SHARE * time_limit_seconds)
+
+    relaxed = _relaxation(h, n_var, lp.integrality_, swaps, row_lower, row_upper, after_relaxation)
+    counts = round_and_repair(snapshot, options, relaxed, gpu_price) if relaxed is not None \
+        else greedy(snapshot, options)
     start = _complete(snapshot, options, counts, churned, n_var, (u0, m0, up0, down0), shared, (z0, w0))
     left = time_limit_seconds - (time.perf_counter() - started)
     if not exact and n_opt > EXACT_BELOW_OPTIONS and (left < MIN_SEARCH_SECONDS or n_opt > SEARCH_AT_MOST_OPTIONS):
-        # No time for a branch-and-bound worth having: return the rounded plan, gap against the LP bound.
-        return [int(x) for x in start[:n_opt]], _gap_to(cost @ start, h.getInfo().objective_function_value)
-    # HiGHS's time limit counts the run time of both runs on this object: give branch-and-bound what is left.
-    h.setOptionValue("time_limit", float(h.getRunTime() + max(left, MIN_SEARCH_SECONDS)))
+        if left >= MIN_SEARCH_SECONDS:
+            # Too large for branch-and-bound in the budget (its root node alone overruns): re-plan blocks.
+            start = _large_neighbourhoods(h, start, n_opt, var_upper, cost, started + time_limit_seconds,
+                                          by_service, u0)
+        return [int(round(x)) for x in start[:n_opt]], _gap_to(cost @ start, lp_bound[0] if lp_bound else -math.inf)
+    h.setOptionValue("time_limit", float(max(left, MIN_SEARCH_SECONDS)))  # per run: HiGHS's clock is cumulative
     if n_opt > EXACT_BELOW_OPTIONS and not exact:
         h.setOptionValue("presolve", "off")
     warm = highspy.HighsSolution()
@@ -284,9 +300,52 @@ def _solve(
     h.run()
     solution = h.getSolution()
     if not solution.value_valid or cost @ np.array(solution.col_value) > cost @ start:
-        return [int(x) for x in start[:n_opt]], math.inf
+        return [int(round(x)) for x in start[:n_opt]], math.inf
     info = h.getInfo()
     return [int(round(x)) for x in solution.col_value[:n_opt]], float(info.mip_gap)
+
+
+LNS_BLOCK = 200  # services re-planned together in one step of the large-neighbourhood search
+LNS_SUB_SECONDS = 0.1  # the most one step may take
+
+
+def _large_neighbourhoods(h: highspy.Highs, start: np.ndarray, n_opt: int, upper: np.ndarray, cost: np.ndarray,
+                          deadline: float, service_groups: list[list[int]], u0: int) -> np.ndarray:
+    """Large-neighbourhood search: free a block of services (those with unmet demand first, then others in
+    turn), fix every other replica count at the incumbent, and let HiGHS (presolve on) re-plan the block within
+    the GPUs the rest leaves; keep what is better. Repeats while the budget lasts."""
+    columns = np.arange(n_opt, dtype=np.int32)
+    rng = np.random.default_rng(0)
+    incumbent = start.copy()
+    n_svc = len(service_groups)
+    order = list(rng.permutation(n_svc))
+    position = 0
+    h.setOptionValue("presolve", "on")
+    while time.perf_counter() < deadline - 0.01:
+        unmet = [s_i for s_i in np.argsort(-incumbent[u0:u0 + n_svc]) if incumbent[u0 + s_i] > 1e-6]
+        block = set(unmet[: LNS_BLOCK // 2])
+        while len(block) < min(LNS_BLOCK, n_svc):
+            block.add(order[position % n_svc])
+            position += 1
+        free = np.zeros(n_opt, dtype=bool)
+        for s_i in block:
+            free[service_groups[s_i]] = True
+        x = np.round(incumbent[:n_opt])
+        h.changeColsBounds(n_opt, columns, np.where(free, 0.0, x), np.where(free, upper[:n_opt], x))
+        h.setOptionValue("time_limit", float(min(LNS_SUB_SECONDS, max(0.005, deadline - time.perf_counter()))))
+        warm = highspy.HighsSolution()
+        warm.col_value = list(incumbent)
+        warm.value_valid = True
+        h.setSolution(warm)
+        h.run()
+        solution = h.getSolution()
+        if solution.value_valid and h.getInfo().primal_solution_status == 2:
+            found = np.array(solution.col_value)
+            found[:n_opt] = np.round(found[:n_opt])
+            if cost @ found < cost @ incumbent - 1e-9:
+                incumbent = found
+    h.changeColsBounds(n_opt, columns, np.zeros(n_opt), upper[:n_opt].astype(float))
+    return incumbent
 
 
 def _gap_to(objective: float, bound: float) -> float:
@@ -295,7 +354,8 @@ def _gap_to(objective: float, bound: float) -> float:
 
 def _relaxation(h: highspy.Highs, n_var: int, integrality: list,
                 swaps: list[tuple[np.ndarray, np.ndarray, np.ndarray]], row_lower: np.ndarray,
-                row_upper: np.ndarray) -> np.ndarray | None:
+                row_upper: np.ndarray, then: Callable[[highspy.Highs, np.ndarray], np.ndarray] | None = None,
+                ) -> np.ndarray | None:
     """The LP relaxation with some rows' bounds swapped for it (``swaps``: rows, lower, upper), then put back:
     pools shrunk by the reserve (the LP fills cheap pools to the brim, and rounding its fractions up needs room
     it would otherwise not have), and equal-share services covered as if shares were capacity-weighted."""
@@ -309,6 +369,8 @@ def _relaxation(h: highspy.Highs, n_var: int, integrality: list,
     solution = h.getSolution()
     optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
     values = np.array(solution.col_value) if solution.value_valid and optimal else None
+    if values is not None and then is not None:
+        values = then(h, values)  # while the model is still the relaxation: the dive
     for rows, _, _ in swaps:
         if len(rows):
             h.changeRowsBounds(len(rows), rows, row_lower[rows], row_upper[rows])
@@ -316,7 +378,61 @@ def _relaxation(h: highspy.Highs, n_var: int, integrality: list,
     return values
 
 
-def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndarray) -> list[int]:
+DIVE_SHARE = 0.2  # of the budget, at most
+# Thresholds per round: fractions at or above the first are rounded up (where the pool has room), at or below the
+# second down; the LP is re-solved after each round. The last rounds take every fraction.
+DIVE_ROUNDS = ((0.9, 0.1), (0.8, 0.2), (0.7, 0.3), (0.6, 0.4)) + ((0.5, 0.5),) * 20
+
+
+def _dive(h: highspy.Highs, values: np.ndarray, option_pool: np.ndarray, option_gpus: np.ndarray,
+          pool_gpus: np.ndarray, upper: np.ndarray, shared: list[tuple[int, list[int]]], deadline: float) -> np.ndarray:
+    """LP diving: round the fractional replica counts in batches — up where the pool still has room for the
+    replicas committed so far, down otherwise — and re-solve the LP (warm, dual simplex) so the rest of the plan
+    re-optimises around each batch. Pool contention is then resolved by the LP, not by a greedy repair."""
+    n_opt = len(option_pool)
+    lower_bound = np.zeros(n_opt)
+    upper_bound = upper.astype(float).copy()
+    # Equal-share services: only the pool the relaxation gave most stays open (a mix of parts is worth little).
+    for _, group in shared:
+        keep = max(group, key=lambda i: values[i])
+        for i in group:
+            if i != keep:
+                upper_bound[i] = 0.0
+    columns = np.arange(n_opt, dtype=np.int32)
+    for up, down in DIVE_ROUNDS:
+        if time.perf_counter() > deadline:
+            break
+        x = values[:n_opt]
+        floor = np.floor(x + 1e-9)
+        fraction = x - floor
+        fractional = fraction > 1e-6
+        committed = np.bincount(option_pool, weights=np.maximum(lower_bound, floor) * option_gpus,
+                                minlength=len(pool_gpus))
+        # Round up the most fractional first, while the pool has room for what is committed.
+        for i in np.flatnonzero(fractional & (fraction >= up))[np.argsort(-fraction[fractional & (fraction >= up)])]:
+            p = option_pool[i]
+            if committed[p] + option_gpus[i] <= pool_gpus[p] and floor[i] + 1 <= upper_bound[i]:
+                committed[p] += option_gpus[i]
+                lower_bound[i] = floor[i] + 1
+            else:
+                upper_bound[i] = floor[i]
+        downs = fractional & (fraction <= down) & (lower_bound <= floor)
+        upper_bound[downs] = np.maximum(floor[downs], lower_bound[downs])
+        lower_bound = np.minimum(lower_bound, upper_bound)
+        h.changeColsBounds(n_opt, columns, lower_bound, upper_bound)
+        h.run()
+        solution = h.getSolution()
+        if not solution.value_valid or h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            break
+        values = np.array(solution.col_value)
+        if not np.any(np.abs(values[:n_opt] - np.round(values[:n_opt])) > 1e-6):
+            break
+    h.changeColsBounds(n_opt, columns, np.zeros(n_opt), upper.astype(float))
+    return values
+
+
+def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndarray,
+                     gpu_price: dict[str, float] | None = None) -> list[int]:
     """Round the LP relaxation down, then cover what is left of each service's target by regret: the service
     that would lose most by missing its cheapest pool with room goes first (classic remedy for contended
     assignment), taking whole replicas within free GPUs and replicas.max."""
@@ -345,6 +461,10 @@ def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndar
         total = sum(counts[i] for i in mine)
         return need, total, min(s.floor_replicas, s.max_replicas) - total, now
 
+    def price(o: Option) -> float:
+        """A replica's cost, plus what its GPUs are worth to others where pools are contended."""
+        return o.planned_cost.total_usd_per_hour + (gpu_price or {}).get(o.pool.name, 0.0) * o.tensor_parallel
+
     def best_two(key: str) -> tuple[float, int | None]:
         """(regret, best option) for covering this service's remaining need from pools with room."""
         need, total, short, now = remaining(key)
@@ -357,14 +477,14 @@ def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndar
             n = max(_more(s, o, now), short, 1)
             n = min(n, s.max_replicas - total)
             if free[o.pool.name] >= n * o.tensor_parallel:
-                costs.append((n * o.planned_cost.total_usd_per_hour, i))
+                costs.append((n * price(o), i))
             elif free[o.pool.name] >= o.tensor_parallel:
                 fits = free[o.pool.name] // o.tensor_parallel
                 if s.equal_share and short <= 0 and placement_capacity(now + [(fits, o.capacity_rps)], True) <= \
                         placement_capacity(now, True) + 1e-9:
                     continue  # slower replicas that fit would lower what every replica is worth
                 # Partial cover: what fits here, priced as if the rest had to come from the dearest option.
-                costs.append((n * o.planned_cost.total_usd_per_hour * 1.5, i))
+                costs.append((n * price(o) * 1.5, i))
         if not costs:
             return 0.0, None
         costs.sort()

@@ -55,6 +55,9 @@ class CapacityTable:
     def clear(self) -> None:
         self._by_service.clear()
 
+    def table_for(self, service: ServiceState) -> dict[tuple, tuple[float, float]]:
+        return self._table(service)
+
     def _table(self, service: ServiceState) -> dict[tuple, tuple[float, float]]:
         key = (service.shape, _rounded_mix(service.mix), service.ttft_seconds, service.tpot_seconds,
                service.percentile)
@@ -65,9 +68,12 @@ class CapacityTable:
             table = self._by_service[key] = {}
         return table
 
-    def replica(self, service: ServiceState, pool: PoolState, tensor_parallel: int) -> tuple[float, float]:
-        """(req/s within the SLO, saturation req/s) of one replica of ``service`` on ``pool`` at degree k."""
-        table = self._table(service)
+    def replica(self, service: ServiceState, pool: PoolState, tensor_parallel: int,
+                table: dict[tuple, tuple[float, float]] | None = None) -> tuple[float, float]:
+        """(req/s within the SLO, saturation req/s) of one replica of ``service`` on ``pool`` at degree k.
+        ``table``: this service's own table (``table_for``), when the caller asks for many pools and degrees."""
+        if table is None:
+            table = self._table(service)
         factors = service.correction_on(pool.name)
         key = (pool.gpu, tensor_parallel, factors)
         found = table.get(key)
@@ -102,13 +108,14 @@ def options_for(
 ) -> list[Option]:
     out = []
     capacity = capacity or CapacityTable()
+    table = capacity.table_for(service)
     for pool in pools:
         if not service.may_use(pool.name):
             continue
         candidates = []
-        profiles = dict(service.profile_on(pool.name))
+        profiles = dict(service.profile_on(pool.name)) if service.profiles else {}
         for k in pool.tensor_parallel_degrees:
-            within, saturation = capacity.replica(service, pool, k)
+            within, saturation = capacity.replica(service, pool, k, table)
             from_profile = k in profiles
             if from_profile:
                 # A measured profile overrides the prior; the correction still applies to it.

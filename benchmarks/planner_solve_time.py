@@ -11,18 +11,24 @@ on, --reference-seconds, default 60 s; "ref gap" is that solve's own proven gap 
 cost only where unmet demand is equal: serving less is always cheaper. "unmet rps" is demand the pools cannot hold (every service is servable by some
 GPU type, but the pools are sized to bind).
 
-    python benchmarks/planner_solve_time.py [--repeats 15] [--reference-seconds 60]
+    python benchmarks/planner_solve_time.py [--repeats 15] [--reference-seconds 60] [--equal-share]
+        [--sizes 100x5,1000x10] [--out benchmarks/results/planner.json]
+
+``--equal-share``: every service behind a plain Service (routing.mode Service, the API's default), so a mixed
+placement counts at N x its slowest replica. The default budget's rows go to ``--out`` as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import statistics
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from datetime import datetime, timezone
 
 from kilowatt.economics import FlatPrice, PoolEconomics, PowerCurve
@@ -36,7 +42,7 @@ MIXES = [TokenMix(205, 200), TokenMix(1155, 211), TokenMix(2048, 28)]
 SLOS = [(0.5, 0.05), (1.0, 0.1), (2.0, 0.15), (0.3, 0.03)]
 
 
-def instance(n_services: int, n_pools: int, seed: int = 0) -> Snapshot:
+def instance(n_services: int, n_pools: int, seed: int = 0, equal_share: bool = False) -> Snapshot:
     rng = random.Random(seed)
     gpus = list(GPU_CATALOGUE.values())
     pools = []
@@ -51,7 +57,8 @@ def instance(n_services: int, n_pools: int, seed: int = 0) -> Snapshot:
         i = len(services)
         ttft, tpot = rng.choice(SLOS)
         s = ServiceState(f"ns{i % 20}/svc{i}", rng.choice(SHAPES), ttft, tpot, 95.0,
-                         demand_rps=rng.uniform(0.1, 20), mix=rng.choice(MIXES), max_replicas=64)
+                         demand_rps=rng.uniform(0.1, 20), mix=rng.choice(MIXES), max_replicas=64,
+                         equal_share=equal_share)
         if options_for(s, tuple(pools), at):  # only services some pool here can serve within their SLO
             services.append(s)
     # Size the pools so the plan must spill: in all 1.3x the GPUs the services need at each one's cheapest
@@ -69,8 +76,8 @@ def objective(result) -> float:
     return sum(s.planned_usd_per_hour for s in result.services)
 
 
-def measure(n_services: int, n_pools: int, repeats: int, budget: float, reference: object) -> dict:
-    snapshot = instance(n_services, n_pools)
+def measure(n_services: int, n_pools: int, repeats: int, budget: float, equal_share: bool) -> dict:
+    snapshot = instance(n_services, n_pools, equal_share=equal_share)
     capacity = CapacityTable()  # as the operator's Decider keeps one between periods
     started = time.perf_counter()
     result = plan(snapshot, capacity, time_limit_seconds=budget)
@@ -91,19 +98,35 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--reference-seconds", type=float, default=60.0,
                         help="time limit of the exact solve the planner's cost is compared with")
+    parser.add_argument("--equal-share", action="store_true", help="every service behind a plain Service")
+    parser.add_argument("--sizes", default="10x2,10x5,10x10,100x2,100x5,100x10,1000x2,1000x5,1000x10")
+    parser.add_argument("--out", help="write the default budget's rows as JSON here")
     args = parser.parse_args()
+    rows = []
     print(f"{'services':>8} {'pools':>5} {'budget s':>8} {'median ms':>10} {'p99 ms':>10} {'cold ms':>10} "
           f"{'USD/h':>10} {'unmet rps':>10} {'ref USD/h':>10} {'ref unmet':>10} {'ref gap':>8}")
-    for n_services in (10, 100, 1000):
-        for n_pools in (2, 5, 10):
-            repeats = args.repeats if n_services < 1000 else max(5, args.repeats // 3)
-            reference = plan(instance(n_services, n_pools), time_limit_seconds=args.reference_seconds, exact=True)
-            for budget in (0.0, PLANNER_BUDGET_SECONDS):
-                r = measure(n_services, n_pools, repeats, budget, reference)
-                print(f"{n_services:8d} {n_pools:5d} {budget:8.2f} {r['median'] * 1000:10.1f} {r['p99'] * 1000:10.1f} "
-                      f"{r['cold'] * 1000:10.1f} {r['cost']:10.2f} {r['unmet']:10.1f} {objective(reference):10.2f} "
-                      f"{sum(s.unmet_rps for s in reference.services):10.1f} {reference.optimality_gap:8.2%}",
-                      flush=True)
+    for size in args.sizes.split(","):
+        n_services, n_pools = map(int, size.split("x"))
+        repeats = args.repeats if n_services < 1000 else max(5, args.repeats // 3)
+        reference = plan(instance(n_services, n_pools, equal_share=args.equal_share),
+                         time_limit_seconds=args.reference_seconds, exact=True)
+        reference_unmet = sum(s.unmet_rps for s in reference.services)
+        for budget in (0.0, PLANNER_BUDGET_SECONDS):
+            r = measure(n_services, n_pools, repeats, budget, args.equal_share)
+            print(f"{n_services:8d} {n_pools:5d} {budget:8.2f} {r['median'] * 1000:10.1f} {r['p99'] * 1000:10.1f} "
+                  f"{r['cold'] * 1000:10.1f} {r['cost']:10.2f} {r['unmet']:10.1f} {objective(reference):10.2f} "
+                  f"{reference_unmet:10.1f} {reference.optimality_gap:8.2%}", flush=True)
+            if budget == PLANNER_BUDGET_SECONDS:
+                rows.append({"services": n_services, "pools": n_pools, "budgetSeconds": budget,
+                             "medianSeconds": round(r["median"], 4), "p99Seconds": round(r["p99"], 4),
+                             "unmetRps": round(r["unmet"], 3), "costUsdPerHour": round(r["cost"], 3),
+                             "referenceUnmetRps": round(reference_unmet, 3),
+                             "referenceCostUsdPerHour": round(objective(reference), 3),
+                             "referenceSeconds": args.reference_seconds,
+                             "routing": "service" if args.equal_share else "weighted"})
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -77,6 +77,8 @@ def plan(
     # What is left for solving, less what assembling the plan (reasons, costs) takes after it (~0.1 ms/service).
     budget = max(0.05, time_limit_seconds - (time.perf_counter() - started) - 1e-4 * len(snapshot.services))
     counts, gap = _solve(snapshot, options, budget, exact)
+    # Whatever the search returned, demand left unmet where a pool still has room for the service is placed.
+    counts = round_and_repair(snapshot, options, np.asarray(counts, dtype=float), consolidate=False)
     return _assemble(snapshot, by_service, options, counts, time.perf_counter() - started, gap)
 
 
@@ -432,17 +434,19 @@ def _dive(h: highspy.Highs, values: np.ndarray, option_pool: np.ndarray, option_
 
 
 def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndarray,
-                     gpu_price: dict[str, float] | None = None) -> list[int]:
+                     gpu_price: dict[str, float] | None = None, consolidate: bool = True) -> list[int]:
     """Round the LP relaxation down, then cover what is left of each service's target by regret: the service
     that would lose most by missing its cheapest pool with room goes first (classic remedy for contended
-    assignment), taking whole replicas within free GPUs and replicas.max."""
+    assignment), taking whole replicas within free GPUs and replicas.max. ``gpu_price``: what a GPU of each pool
+    is worth to the others (the relaxation's duals), added to a replica's cost. ``consolidate``: keep only the
+    relaxation's main pool of an equal-share service (off when ``relaxed`` is already a whole plan to top up)."""
     counts = [int(math.floor(relaxed[i] + 1e-9)) for i in range(len(options))]
     index: dict[str, list[int]] = {}
     for i, o in enumerate(options):
         index.setdefault(o.service, []).append(i)
     services = {s.key: s for s in snapshot.services}
     for key, mine in index.items():
-        if services[key].equal_share and len(mine) > 1:
+        if consolidate and services[key].equal_share and len(mine) > 1:
             # The relaxation splits equal-share services as if shares were weighted; keep only the pool it gave
             # most, and let the repair cover the rest (a mix of rounded-down parts is worth little at N x slowest).
             keep = max(mine, key=lambda i: relaxed[i])

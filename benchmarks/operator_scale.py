@@ -5,21 +5,23 @@ service at a steady load), so the figures are the operator's own: list, plan, st
 Reconcile latency: after a load change the next period applies the new Deployments, so the latency is one
 control period (15 s by default) plus the period's own run time measured here.
 
-    python benchmarks/operator_scale.py [--services 10,100,1000] [--pools 5]
+    python benchmarks/operator_scale.py [--services 10,100,1000] [--pools 5] [--out benchmarks/results/operator_scale.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from kubernetes import client
 
-from kilowatt.controller.loop import ControlLoop, LoopConfig
+from kilowatt.controller.loop import WRITE_CONCURRENCY, ControlLoop, LoopConfig
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.source import Observations, ServiceObservation
 from kilowatt.metrics.static import StaticSource
@@ -44,6 +46,7 @@ def setup(cp: ControlPlane, n_services: int, n_pools: int) -> tuple:
     from kubernetes import config
 
     config.load_kube_config(str(cp.kubeconfig), client_configuration=api.configuration)
+    api.configuration.connection_pool_maxsize = WRITE_CONCURRENCY + 4  # as kilowatt.runner.kube_clients sizes it
     counting = CountingApi(api.configuration)
     core, apps, custom = client.CoreV1Api(counting), client.AppsV1Api(counting), client.CustomObjectsApi(counting)
     for i in range(n_pools):
@@ -112,13 +115,23 @@ def main() -> int:
     parser.add_argument("--services", default="10,100,1000")
     parser.add_argument("--pools", type=int, default=5)
     parser.add_argument("--periods", type=int, default=4)
+    parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
+    rows = []
     print(f"{'services':>8} {'pools':>5} {'first s':>8} {'changing s':>12} {'API calls':>9} {'steady s':>9} "
           f"{'API calls':>9} {'planner s':>9} {'peak RSS MB':>11}")
     for n in (int(x) for x in args.services.split(",")):
         r = measure(n, args.pools, args.periods)
         print(f"{n:8d} {args.pools:5d} {r['first']:8.2f} {r['changing']:12.2f} {r['changing_calls']:9.0f} "
               f"{r['steady']:9.2f} {r['steady_calls']:9.0f} {r['planner']:9.2f} {r['rss_mb']:11.0f}", flush=True)
+        rows.append({"services": n, "pools": args.pools, "firstSeconds": round(r["first"], 3),
+                     "changingSeconds": round(r["changing"], 3), "steadySeconds": round(r["steady"], 3),
+                     "peakRssMb": round(r["rss_mb"], 1), "changingApiCalls": r["changing_calls"],
+                     "steadyApiCalls": r["steady_calls"], "plannerSeconds": round(r["planner"], 3),
+                     "writeConcurrency": WRITE_CONCURRENCY})
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,10 +40,14 @@ POOLS = [("rtx4090", "RTX-4090", 24, 1008, 165, 450, 0.10, 0.14),
 
 
 class CountingApi(client.ApiClient):
+    """Counts every request the operator makes (from any of its writer threads)."""
+
     calls = 0
+    _lock = threading.Lock()
 
     def call_api(self, *args, **kwargs):
-        CountingApi.calls += 1
+        with CountingApi._lock:
+            CountingApi.calls += 1
         return super().call_api(*args, **kwargs)
 
 

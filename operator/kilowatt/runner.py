@@ -19,7 +19,7 @@ from kilowatt.api.v1alpha1 import ScalingMode
 from kilowatt.clock import Clock
 from kilowatt.controller import handlers
 from kilowatt.controller.leadership import KopfPeering, Leadership, Standalone
-from kilowatt.controller.loop import ControlLoop, LoopConfig
+from kilowatt.controller.loop import WRITE_CONCURRENCY, ControlLoop, LoopConfig
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.prometheus import PrometheusSource
 from kilowatt.planner import PLANNER_BUDGET_SECONDS
@@ -46,15 +46,19 @@ class RunOptions:
     stale_after_seconds: float | None = None  # /healthz fails after this long without a period (None: 5 periods, >= 120 s)
 
 
-def kube_clients(kubeconfig: str | None = None) -> tuple[client.CoreV1Api, client.AppsV1Api, client.CustomObjectsApi]:
+def kube_clients(kubeconfig: str | None = None, connections: int = WRITE_CONCURRENCY + 4,
+                 ) -> tuple[client.CoreV1Api, client.AppsV1Api, client.CustomObjectsApi]:
+    """Clients sharing one connection pool of ``connections`` (the loop's parallel writers, and its reads)."""
+    configuration = client.Configuration()
     if kubeconfig:
-        api = config.new_client_from_config(config_file=kubeconfig)
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     else:
         try:
-            config.load_incluster_config()
+            config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
-            config.load_kube_config()
-        api = client.ApiClient()
+            config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    api = client.ApiClient(configuration)
     return client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
 
 
@@ -64,7 +68,7 @@ def build_loop(options: RunOptions, kubeconfig: str | None = None, source=None, 
                                         options.prometheus_window)
     core, apps, custom = kube_clients(kubeconfig)
     loop_config = LoopConfig(options.period_seconds, options.default_mode, options.planner_budget_seconds,
-                             options.namespaces, options.poll_seconds)
+                             options.namespaces, options.poll_seconds, WRITE_CONCURRENCY)
     return ControlLoop(core, apps, custom, source, loop_config, Telemetry(), clock)
 
 

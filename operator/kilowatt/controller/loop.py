@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -35,8 +36,9 @@ from kilowatt.planner.cost import measured_power_factors, placement_cost
 from kilowatt.planner.options import replica_capacity
 
 log = logging.getLogger("kilowatt.loop")
+WRITE_CONCURRENCY = 16
 
-__all__ = ["Clock", "ControlLoop", "LoopConfig", "PeriodReport", "SimulatedClock", "SystemClock"]
+__all__ = ["WRITE_CONCURRENCY", "Clock", "ControlLoop", "LoopConfig", "PeriodReport", "SimulatedClock", "SystemClock"]
 
 
 @dataclass
@@ -46,6 +48,9 @@ class LoopConfig:
     planner_budget_seconds: float = PLANNER_BUDGET_SECONDS
     namespaces: tuple[str, ...] = ()  # empty: all
     poll_seconds: float = 0.5  # how often the kopf daemon asks whether a period is due
+    # Services applied at once (their Deployments, routing objects, events and status): each service's writes
+    # stay in order on one thread, different services' go in parallel, at most this many HTTP requests in flight.
+    write_concurrency: int = WRITE_CONCURRENCY
 
 
 @dataclass
@@ -61,6 +66,15 @@ class PeriodReport:
     planner_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What applying one service's decision did, merged into the period's report on the loop's thread."""
+
+    cost_usd_per_hour: float
+    desired: dict[str, int] | None  # None: held, nothing applied
+    decision: str | None  # the Scaled event's message when the placement changed
+
+
 class ControlLoop:
     def __init__(self, core: Any, apps: Any, custom: Any, source: MetricSource, config: LoopConfig | None = None,
                  telemetry: Telemetry | None = None, clock: Clock | None = None) -> None:
@@ -74,6 +88,8 @@ class ControlLoop:
         self._last_run = -float("inf")
         self._forgotten: set[str] = set()  # services deleted since the last period (kopf's handler threads)
         self._forgotten_lock = threading.Lock()
+        self._writers = ThreadPoolExecutor(max_workers=max(1, self.config.write_concurrency),
+                                           thread_name_prefix="kilowatt-apply")
         self.last_report: PeriodReport | None = None
         self.periods_run = 0
 
@@ -147,13 +163,21 @@ class ControlLoop:
             report.planner_seconds = decided.plan.solve_seconds
             self.telemetry.planner_seconds.observe(decided.plan.solve_seconds)
         factors = self._power_factors(seen, now)
-        for item in seen.services:
+        # One task per service: its own objects only, so no Deployment is written by two threads in a period.
+        applied = [(item, self._writers.submit(self._service, item, decided.decisions[item.key], seen, factors, now))
+                   for item in seen.services]
+        for item, future in applied:  # in the services' order, whatever order they finished in
             try:
-                report.cost_usd_per_hour += self._service(item, decided.decisions[item.key], seen, factors, report,
-                                                          now)
+                outcome = future.result()
             except ApiException as exc:  # the API server refused this service's write: mark it, go on
                 self.telemetry.errors.labels(kind="ApplyFailed").inc()
                 report.errors.append(self.applier.apply_failed(item.body, exc))
+                continue
+            report.cost_usd_per_hour += outcome.cost_usd_per_hour
+            if outcome.desired is not None:
+                report.desired[item.key] = outcome.desired
+            if outcome.decision is not None:
+                report.decisions.append(outcome.decision)
         for name, pool in seen.pools.items():
             status, events = pool_status(pool, seen.pool_states[name], seen.view,
                                          seen.observations.pools[name].power_watts
@@ -163,12 +187,13 @@ class ControlLoop:
         return report
 
     def _service(self, item: ObservedService, decision: Decision, seen: PeriodInput, factors: dict[str, float],
-                 report: PeriodReport, now: datetime) -> float:
-        """Apply and report one service's decision; returns what it costs per hour now."""
+                 now: datetime) -> Applied:
+        """Apply and report one service's decision (on a writer thread: it touches this service's objects only)."""
         mode = self.decider.mode(item.input.service)
         routed = None
+        desired, message = None, None
         if not decision.held:
-            report.desired[item.key] = decision.desired
+            desired = decision.desired
             self.applier.deployments(item, decision, seen.pools, mode)
             if mode is ScalingMode.ACTIVE:
                 routed = self.applier.routes(
@@ -179,7 +204,7 @@ class ControlLoop:
                 event = scaled_event(item, decision, mode is ScalingMode.ACTIVE)
                 self.applier.post(item.body, [event])
                 self.telemetry.decisions.labels(kind="binding" if decision.binding else "placement").inc()
-                report.decisions.append(event.message)
+                message = event.message
         served = replace(item.input.state, demand_rps=item.input.data.requests_per_second if item.input.data else 0.0)
         cost = placement_cost(served, {p: (n, decision.tensor_parallel.get(p, 1)) for p, n in decision.desired.items()},
                               seen.pool_states, now, factors, self.decider.capacity)
@@ -188,7 +213,7 @@ class ControlLoop:
         self.applier.post(item.body, events)
         self.applier.service_status(item.body, status)
         self.telemetry.record_service(item.input.service, decision, item.input.current, cost)
-        return cost.total_usd_per_hour
+        return Applied(cost.total_usd_per_hour, desired, message)
 
     def _power_factors(self, seen: PeriodInput, now: datetime) -> dict[str, float]:
         running = [(replace(s.input.state, demand_rps=s.input.data.requests_per_second if s.input.data else 0.0),

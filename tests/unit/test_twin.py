@@ -265,3 +265,22 @@ def test_the_cost_of_equal_shares_on_a_mixed_placement_is_reported(examples) -> 
     assert shared.stranded_usd == pytest.approx(paid * (1 - usable), rel=0.01)
     assert out["weighted"].mixed_hours == pytest.approx(1.0) and out["weighted"].stranded_usd == 0.0
     assert out["service-homogeneous"].mixed_hours == 0.0 and out["service-homogeneous"].stranded_usd == 0.0
+
+
+def test_the_twin_routes_as_the_service_spec_says_unless_told_otherwise(examples) -> None:
+    """No --routing: the spec's mode (Service by default), and the planner's view follows it; a named routing
+    rewrites the mode for the run, so policies plan for the routing the twin applies."""
+    from kilowatt.state import service_state
+    from kilowatt.twin.dataplane import routed_as
+
+    pools, service = examples
+    w = Workload(np.zeros(0), np.zeros(0), np.zeros(0), 60.0, "empty")
+    assert service.spec.routing.mode.value == "Service"
+    plane = DataPlane(w, service, pools, {}, START)
+    assert plane.routing == "service" and service_state(plane.service, 1.0).equal_share
+    weighted, name = routed_as(service, "weighted")
+    assert name == "weighted" and not service_state(weighted, 1.0).equal_share
+    assert DataPlane(w, weighted, pools, {}, START).routing == "weighted"  # from the rewritten spec
+    assert routed_as(weighted, "service")[0].spec.routing.mode.value == "Service"
+    with pytest.raises(ValueError, match="routing 'roundrobin'"):
+        routed_as(service, "roundrobin")

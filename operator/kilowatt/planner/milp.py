@@ -1,4 +1,4 @@
-"""The global integer program, solved by HiGHS (``highspy``) from a greedy warm start.
+"""The global integer program, solved by HiGHS (``highspy``) from a warm start found by LP diving.
 
 Variables: replicas ``n[o]`` per option o = (service, pool, tensor-parallel degree); unmet demand ``u[s]`` and
 missing minimum replicas ``m[s]`` per service (heavily penalised slacks, so the program is always feasible and
@@ -21,11 +21,21 @@ service, a binary ``z[j]`` ("j is the slowest option that runs") and its replica
 
 so a mix is chosen only when it beats every homogeneous placement at its equal-share worth.
 
-Small programs (<= 64 options) are solved to proven optimality. Large ones are where HiGHS's root node alone
-can take seconds (measured: 1-4 s at 1000 services x 10 pools, without checking its time limit), so they start
-from the LP relaxation rounded by regret and let branch-and-bound (presolve off, so it stops on time) improve
-that only while the time budget lasts. The plan reports the gap to the LP bound it returned with; the
-benchmark (benchmarks/RESULTS.md) reports the distance to a long reference solve.
+How it is solved, within the time budget (benchmarks/RESULTS.md has what each step is worth):
+
+1. The LP relaxation (equal-share services covered by capacity-weighted shares there: the big-M rows above
+   make a useless relaxation), then LP **diving**: fractional counts rounded in batches — up where the pool still
+   has room for what is committed, down otherwise — re-solving the LP warm after each batch, so pool contention
+   is settled by the LP rather than by a greedy pass (at most ``DIVE_SHARE`` of the budget).
+2. ``round_and_repair``: what is still fractional rounded down, the rest of each target covered by regret, each
+   replica priced with what its pool's GPUs are worth to the others (the relaxation's duals).
+3. Small programs (<= 64 options) to proven optimality; up to ``SEARCH_AT_MOST_OPTIONS`` branch-and-bound from
+   that start (presolve off, so it stops on time); above, where HiGHS's root node alone overruns the budget,
+   a large-neighbourhood search re-plans blocks of services with every other count fixed.
+4. A last top-up: demand still unmet where a pool has room for the service is placed.
+
+The plan reports the gap to the LP bound it returned with; the benchmark reports the distance to a long
+reference solve.
 """
 
 from __future__ import annotations

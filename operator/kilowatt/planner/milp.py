@@ -300,7 +300,7 @@ def _solve(
         if left >= MIN_SEARCH_SECONDS:
             # Too large for branch-and-bound in the budget (its root node alone overruns): re-plan blocks.
             start = _large_neighbourhoods(h, start, n_opt, var_upper, cost, started + time_limit_seconds,
-                                          by_service, u0)
+                                          by_service, u0, lp_bound[0] if lp_bound else -math.inf)
         return [int(round(x)) for x in start[:n_opt]], _gap_to(cost @ start, lp_bound[0] if lp_bound else -math.inf)
     h.setOptionValue("time_limit", float(max(left, MIN_SEARCH_SECONDS)))  # per run: HiGHS's clock is cumulative
     if n_opt > EXACT_BELOW_OPTIONS and not exact:
@@ -322,10 +322,12 @@ LNS_SUB_SECONDS = 0.1  # the most one step may take
 
 
 def _large_neighbourhoods(h: highspy.Highs, start: np.ndarray, n_opt: int, upper: np.ndarray, cost: np.ndarray,
-                          deadline: float, service_groups: list[list[int]], u0: int) -> np.ndarray:
+                          deadline: float, service_groups: list[list[int]], u0: int, bound: float) -> np.ndarray:
     """Large-neighbourhood search: free a block of services (those with unmet demand first, then others in
     turn), fix every other replica count at the incumbent, and let HiGHS (presolve on) re-plan the block within
-    the GPUs the rest leaves; keep what is better. Repeats while the budget lasts."""
+    the GPUs the rest leaves; keep what is better. Repeats while the budget lasts, until the plan is within
+    ``LARGE_PROBLEM_GAP`` of the LP ``bound``, or until a whole pass over the services found nothing better
+    (so an uncontended period returns at once, and the same problem gets the same plan)."""
     columns = np.arange(n_opt, dtype=np.int32)
     rng = np.random.default_rng(0)
     incumbent = start.copy()
@@ -333,7 +335,9 @@ def _large_neighbourhoods(h: highspy.Highs, start: np.ndarray, n_opt: int, upper
     order = list(rng.permutation(n_svc))
     position = 0
     h.setOptionValue("presolve", "on")
-    while time.perf_counter() < deadline - 0.01:
+    since_better = 0
+    while time.perf_counter() < deadline - 0.01 and since_better < n_svc and \
+            _gap_to(cost @ incumbent, bound) > LARGE_PROBLEM_GAP:
         unmet = [s_i for s_i in np.argsort(-incumbent[u0:u0 + n_svc]) if incumbent[u0 + s_i] > 1e-6]
         block = set(unmet[: LNS_BLOCK // 2])
         while len(block) < min(LNS_BLOCK, n_svc):
@@ -354,8 +358,10 @@ def _large_neighbourhoods(h: highspy.Highs, start: np.ndarray, n_opt: int, upper
         if solution.value_valid and h.getInfo().primal_solution_status == 2:
             found = np.array(solution.col_value)
             found[:n_opt] = np.round(found[:n_opt])
-            if cost @ found < cost @ incumbent - 1e-9:
-                incumbent = found
+            if cost @ found < cost @ incumbent * (1 - 1e-9):
+                incumbent, since_better = found, 0
+                continue
+        since_better += len(block)
     h.changeColsBounds(n_opt, columns, np.zeros(n_opt), upper[:n_opt].astype(float))
     return incumbent
 

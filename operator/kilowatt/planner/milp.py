@@ -297,8 +297,10 @@ def _solve(
     start = _complete(snapshot, options, counts, churned, n_var, (u0, m0, up0, down0), shared, (z0, w0))
     left = time_limit_seconds - (time.perf_counter() - started)
     if not exact and n_opt > EXACT_BELOW_OPTIONS and (left < MIN_SEARCH_SECONDS or n_opt > SEARCH_AT_MOST_OPTIONS):
-        if left >= MIN_SEARCH_SECONDS:
-            # Too large for branch-and-bound in the budget (its root node alone overruns): re-plan blocks.
+        contended = any(price > 1e-9 for price in gpu_price.values()) or start[u0:u0 + len(services)].sum() > 1e-6
+        if left >= MIN_SEARCH_SECONDS and contended:
+            # Too large for branch-and-bound in the budget (its root node alone overruns): re-plan blocks. Not
+            # where no pool binds and all demand is met: services are then independent, nothing to trade.
             start = _large_neighbourhoods(h, start, n_opt, var_upper, cost, started + time_limit_seconds,
                                           by_service, u0, lp_bound[0] if lp_bound else -math.inf)
         return [int(round(x)) for x in start[:n_opt]], _gap_to(cost @ start, lp_bound[0] if lp_bound else -math.inf)
@@ -403,7 +405,8 @@ DIVE_ROUNDS = ((0.9, 0.1), (0.8, 0.2), (0.7, 0.3), (0.6, 0.4)) + ((0.5, 0.5),) *
 
 
 def _dive(h: highspy.Highs, values: np.ndarray, option_pool: np.ndarray, option_gpus: np.ndarray,
-          pool_gpus: np.ndarray, upper: np.ndarray, shared: list[tuple[int, list[int]]], deadline: float) -> np.ndarray:
+          pool_gpus: np.ndarray, upper: np.ndarray, shared: list[tuple[int, list[int]]], deadline: float,
+          ) -> np.ndarray:
     """LP diving: round the fractional replica counts in batches — up where the pool still has room for the
     replicas committed so far, down otherwise — and re-solve the LP (warm, dual simplex) so the rest of the plan
     re-optimises around each batch. Pool contention is then resolved by the LP, not by a greedy repair."""
@@ -417,6 +420,9 @@ def _dive(h: highspy.Highs, values: np.ndarray, option_pool: np.ndarray, option_
             if i != keep:
                 upper_bound[i] = 0.0
     columns = np.arange(n_opt, dtype=np.int32)
+    sole = np.zeros(n_opt, dtype=bool)
+    for _, group in shared:
+        sole[group] = True
     for up, down in DIVE_ROUNDS:
         if time.perf_counter() > deadline:
             break
@@ -426,15 +432,18 @@ def _dive(h: highspy.Highs, values: np.ndarray, option_pool: np.ndarray, option_
         fractional = fraction > 1e-6
         committed = np.bincount(option_pool, weights=np.maximum(lower_bound, floor) * option_gpus,
                                 minlength=len(pool_gpus))
+        # An equal-share service's one open option cannot be rounded down without leaving demand unmet (no other
+        # option may take the rest): it rounds up, room permitting, whatever its fraction.
+        ups = fractional & ((fraction >= up) | sole)
         # Round up the most fractional first, while the pool has room for what is committed.
-        for i in np.flatnonzero(fractional & (fraction >= up))[np.argsort(-fraction[fractional & (fraction >= up)])]:
+        for i in np.flatnonzero(ups)[np.argsort(-fraction[ups])]:
             p = option_pool[i]
             if committed[p] + option_gpus[i] <= pool_gpus[p] and floor[i] + 1 <= upper_bound[i]:
                 committed[p] += option_gpus[i]
                 lower_bound[i] = floor[i] + 1
             else:
                 upper_bound[i] = floor[i]
-        downs = fractional & (fraction <= down) & (lower_bound <= floor)
+        downs = fractional & (fraction <= down) & (lower_bound <= floor) & ~sole
         upper_bound[downs] = np.maximum(floor[downs], lower_bound[downs])
         lower_bound = np.minimum(lower_bound, upper_bound)
         h.changeColsBounds(n_opt, columns, lower_bound, upper_bound)

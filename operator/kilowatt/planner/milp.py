@@ -307,12 +307,7 @@ def _solve(
     h.setOptionValue("time_limit", float(max(left, MIN_SEARCH_SECONDS)))  # per run: HiGHS's clock is cumulative
     if n_opt > EXACT_BELOW_OPTIONS and not exact:
         h.setOptionValue("presolve", "off")
-    warm = highspy.HighsSolution()
-    warm.col_value = list(start)
-    warm.value_valid = True
-    h.setSolution(warm)
-    h.run()
-    solution = h.getSolution()
+    solution = _run_from(h, start)
     if not solution.value_valid or cost @ np.array(solution.col_value) > cost @ start:
         return [int(round(x)) for x in start[:n_opt]], math.inf
     info = h.getInfo()
@@ -351,12 +346,7 @@ def _large_neighbourhoods(h: highspy.Highs, start: np.ndarray, n_opt: int, upper
         x = np.round(incumbent[:n_opt])
         h.changeColsBounds(n_opt, columns, np.where(free, 0.0, x), np.where(free, upper[:n_opt], x))
         h.setOptionValue("time_limit", float(min(LNS_SUB_SECONDS, max(0.005, deadline - time.perf_counter()))))
-        warm = highspy.HighsSolution()
-        warm.col_value = list(incumbent)
-        warm.value_valid = True
-        h.setSolution(warm)
-        h.run()
-        solution = h.getSolution()
+        solution = _run_from(h, incumbent)
         if solution.value_valid and h.getInfo().primal_solution_status == 2:
             found = np.array(solution.col_value)
             found[:n_opt] = np.round(found[:n_opt])
@@ -366,6 +356,16 @@ def _large_neighbourhoods(h: highspy.Highs, start: np.ndarray, n_opt: int, upper
         since_better += len(block)
     h.changeColsBounds(n_opt, columns, np.zeros(n_opt), upper[:n_opt].astype(float))
     return incumbent
+
+
+def _run_from(h: highspy.Highs, start: np.ndarray) -> highspy.HighsSolution:
+    """Run HiGHS with ``start`` as its incumbent; its solution (the incumbent it ended with, for a MIP)."""
+    warm = highspy.HighsSolution()
+    warm.col_value = list(start)
+    warm.value_valid = True
+    h.setSolution(warm)
+    h.run()
+    return h.getSolution()
 
 
 def _gap_to(objective: float, bound: float) -> float:

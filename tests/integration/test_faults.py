@@ -227,9 +227,19 @@ def test_the_api_server_restarted_mid_run(rig: Rig) -> None:
     assert thread.is_alive() and rig.operator.loop is loop and rig.operator.error is None
     with urllib.request.urlopen(health, timeout=2) as r:
         assert r.status == 200
+    # kwok's node heartbeats lapse while the server is down: the node controller may mark the GPU nodes NotReady
+    # for a while, and pods there report no metrics (a service without metrics is held, by design). Acting on
+    # load is what is under test here, so wait for the nodes first.
+    def nodes_ready() -> bool:
+        nodes = {n.metadata.name: n for n in rig.core.list_node().items}
+        return all(name in nodes and not nodes[name].spec.unschedulable and any(
+            c.type == "Ready" and c.status == "True" for c in nodes[name].status.conditions or [])
+            for name, _, _ in NODES)
+
+    wait_for(nodes_ready, 120, what="the GPU nodes Ready again after the restart")
     rig.load(25.0)
     wait_for(lambda: sum(n * k for n, k in rig.deployments().values()) >= 3, 60,
-             what=lambda: f"acting on load after the restart: {rig.deployments()}")
+             what=lambda: f"acting on load after the restart: {rig.deployments()}, status {rig.status()}")
     rig.load(3.0)
 
 

@@ -237,6 +237,21 @@ def test_the_api_server_restarted_mid_run(rig: Rig) -> None:
             for name, _, _ in NODES)
 
     wait_for(nodes_ready, 120, what="the GPU nodes Ready again after the restart")
+    # The node controller marks pods on NotReady nodes not Ready; a kubelet reports them Ready again, kwok does
+    # not. Pods still not Ready are replaced (their Deployment recreates them, and kwok runs the new ones).
+    def pods_ready() -> bool:
+        from datetime import datetime, timezone
+
+        pods = [p for p in rig.core.list_namespaced_pod(NS, label_selector="kilowatt.dev/service=chat").items
+                if not p.metadata.deletion_timestamp]
+        waiting = [p for p in pods if not any(c.type == "Ready" and c.status == "True"
+                                              for c in (p.status.conditions or []))]
+        for p in waiting:  # not Ready for 15 s: not a pod still starting
+            if (datetime.now(timezone.utc) - p.metadata.creation_timestamp).total_seconds() > 15:
+                rig.core.delete_namespaced_pod(p.metadata.name, NS, grace_period_seconds=0)
+        return bool(pods) and not waiting
+
+    wait_for(pods_ready, 120, interval=5.0, what="the service's pods Ready again after the restart")
     rig.load(25.0)
     wait_for(lambda: sum(n * k for n, k in rig.deployments().values()) >= 3, 60,
              what=lambda: f"acting on load after the restart: {rig.deployments()}, status {rig.status()}")

@@ -377,8 +377,8 @@ def _relaxation(h: highspy.Highs, n_var: int, integrality: list,
                 row_upper: np.ndarray, then: Callable[[highspy.Highs, np.ndarray], np.ndarray] | None = None,
                 ) -> np.ndarray | None:
     """The LP relaxation with some rows' bounds swapped for it (``swaps``: rows, lower, upper), then put back:
-    pools shrunk by the reserve (the LP fills cheap pools to the brim, and rounding its fractions up needs room
-    it would otherwise not have), and equal-share services covered as if shares were capacity-weighted."""
+    equal-share services are covered as if shares were capacity-weighted (their big-M rows off). ``then`` runs
+    on the solved relaxation before anything is put back (the dive) and its values are returned."""
     everything = np.arange(n_var, dtype=np.int32)
     h.changeColsIntegrality(n_var, everything, np.array([highspy.HighsVarType.kContinuous] * n_var))
     for rows, lower, upper in swaps:

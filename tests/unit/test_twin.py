@@ -95,7 +95,8 @@ def test_a_new_replica_serves_only_after_the_pools_startup_delay(examples, conv)
     plane = DataPlane(w, service, pools, {}, START)
     plane.apply({"rtx4090": (1, 1)})  # created at t=0, not warm: rtx4090 starts in 90 s
     startup = next(p for p in pools if p.name == "rtx4090").spec.replica_startup_seconds
-    for t in np.arange(15.0, w.duration_s + 600, 15.0):
+    # One RTX 4090 is overloaded by this trace (its KV cache thrashes): give it time to drain.
+    for t in np.arange(15.0, w.duration_s + 1200, 15.0):
         plane.advance(float(t))
     first_tokens = w.arrival_s + plane.ledger.ttft_s
     served = ~np.isnan(plane.ledger.finish_s)
@@ -181,11 +182,14 @@ def test_bad_trace_files_say_what_is_wrong(tmp_path):
 def test_the_simulator_reproduces_the_published_measurements():
     result = fidelity(SHARED_DATA)
     assert result["runs"] >= 70
-    # Measured (benchmarks/RESULTS.md): throughput 10.9 %, TPOT 21.9 % median error. These bounds catch a
-    # regression; the goals (15 % / 20 %) and the per-configuration errors are reported there.
-    assert result["pooled"]["throughput"] <= 0.15
-    assert result["pooled"]["tpot"] <= 0.25
-    assert result["configs"]["Meta-Llama-3-8B-Instruct on 1×H100-PCIe"]["tpot"] <= 0.15
+    # Measured (benchmarks/RESULTS.md, 2026-11-22, vLLM V1 engine): throughput 6.5 %, TPOT 10.1 %, TTFT 22.5 %
+    # median error; RTX 4090 rows 7.3 / 12.5 / 27.7 %. These bounds catch a regression; the goals and the
+    # per-configuration errors are reported there.
+    assert result["pooled"]["throughput"] <= 0.10
+    assert result["pooled"]["tpot"] <= 0.13
+    assert result["pooled"]["ttft"] <= 0.30
+    assert result["rtx4090"]["tpot"] <= 0.16
+    assert result["configs"]["Meta-Llama-3-8B-Instruct on 1×RTX-4090"]["tpot"] <= 0.15
 
 
 def test_simulate_cli_contract_and_report(tmp_path):

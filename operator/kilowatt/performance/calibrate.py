@@ -1,8 +1,11 @@
 """Fit the capacity model's Calibration on published serving measurements, and score it.
 
 Measurements: vLLM ``benchmark_serving`` runs in ../shared/data/vllm_serving_4090_vs_h100pcie.csv (200 ShareGPT
-prompts, Poisson arrivals). A run of N prompts at rate r is finite, so its "achieved throughput" is
-N / (N / min(r, saturation) + the last request's latency): we predict exactly that, not steady state.
+prompts, Poisson arrivals). ``fit`` replays every run on the serving engine (``kilowatt.performance.engine``, the
+same engine the twin serves with and the planner's SLO capacity is measured on): 200 requests with ShareGPT-like
+lengths at the run's mean lengths, Poisson arrivals at the offered rate, and compares the achieved throughput
+(requests / makespan, a finite run as the benchmark measures it), mean TTFT and mean TPOT.
+The analytic model (``CapacityModel.at_load``, a fast first guess) is scored by ``score``.
 Power: the ML.ENERGY v3 file gives average power against batch; we fit the exponent of
 ``power = idle + (board - idle) * utilisation ** exponent``.
 """
@@ -20,11 +23,13 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from kilowatt.performance.capacity import Calibration, CapacityModel, TokenMix
+from kilowatt.performance.engine import EngineTimes, Ledger, Replica
 from kilowatt.performance.hardware import gpu_by_name
 from kilowatt.performance.shapes import KNOWN_MODELS
 
 PROMPTS_PER_RUN = 200
 FITTED = (
+    "launch_seconds",
     "bandwidth_efficiency",
     "flops_efficiency",
     "per_sequence_seconds",
@@ -38,6 +43,7 @@ FITTED = (
 # GPU types whose measurement host gets its own fitted step overhead.
 PER_GPU_OVERHEAD = ("RTX-4090", "H100-PCIe")
 BOUNDS = {
+    "launch_seconds": (0.0, 0.01),
     "bandwidth_efficiency": (0.3, 1.0),
     "flops_efficiency": (0.05, 0.9),
     "per_sequence_seconds": (0.0, 0.002),
@@ -208,6 +214,107 @@ def fit(data: list[Measurement], base: Calibration | None = None, source: str = 
     upper = np.array([BOUNDS[n][1] for n in FITTED] + [0.03] * len(PER_GPU_OVERHEAD))
     result = least_squares(_residuals, np.clip(x0, lower, upper), bounds=(lower, upper), args=(data, base))
     return _apply(result.x, base, source)
+
+
+# What the engine replay fits (the analytic model's tails are not the engine's).
+ENGINE_FITTED = tuple(n for n in FITTED if n not in ("ttft_tail", "tpot_tail"))
+SHAREGPT_SIGMA = 0.8  # log-normal spread of ShareGPT's prompt and answer lengths (coefficient of variation ~0.95)
+
+
+def sharegpt_lengths(prompts: int, input_mean: float, output_mean: float, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and output lengths like benchmark_serving's ShareGPT sample (prompts and answers of 4-1024 tokens,
+    log-normally spread), scaled to the run's measured means."""
+    rng = np.random.default_rng(seed)
+
+    def draw(mean: float) -> np.ndarray:
+        x = np.clip(rng.lognormal(0.0, SHAREGPT_SIGMA, prompts), 0.02, 5.0)
+        return np.maximum(1, np.round(x * mean / x.mean())).astype(np.int64)
+
+    return draw(input_mean), draw(output_mean)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    throughput_rps: float
+    ttft_mean_s: float
+    tpot_mean_s: float
+
+
+def replay(m: Measurement, calibration: Calibration, seed: int = 0, prompts: int = PROMPTS_PER_RUN) -> Replayed | None:
+    """One benchmark run replayed on the serving engine; None when the model does not fit the GPUs."""
+    model = _model(m, calibration)
+    if not model.fits():
+        return None
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1.0 / m.offered_rps, prompts))
+    arrival -= arrival[0]
+    # Poisson gaps, stretched so the run's mean rate is exactly the offered one (as the benchmark's target).
+    arrival *= (prompts - 1) / m.offered_rps / arrival[-1]
+    inputs, outputs = sharegpt_lengths(prompts, m.input_tokens, m.output_tokens, seed)
+    ledger = Ledger(prompts)
+    Replica(EngineTimes.of(model), 0, 0.0, m.gpus).run(list(range(prompts)), arrival, inputs, outputs, math.inf,
+                                                       ledger)
+    makespan = float(np.nanmax(ledger.finish_s))
+    return Replayed(prompts / makespan, float(np.nanmean(ledger.ttft_s)), float(np.nanmean(ledger.tpot_s)))
+
+
+def replay_errors(m: Measurement, got: Replayed) -> dict[str, float]:
+    """Relative errors of one replayed run; no TTFT error where the measured TTFT is warm-up (``ttft_artefact``)."""
+    out = {"throughput": abs(got.throughput_rps - m.achieved_rps) / m.achieved_rps,
+           "tpot": abs(got.tpot_mean_s - m.tpot_mean_s) / m.tpot_mean_s}
+    if not ttft_artefact(m):
+        out["ttft"] = abs(got.ttft_mean_s - m.ttft_mean_s) / m.ttft_mean_s
+    return out
+
+
+def _engine_residuals(theta: np.ndarray, data: list[Measurement], base: Calibration) -> np.ndarray:
+    calibration = _apply_engine(theta, base)
+    out: list[float] = []
+    for m in data:
+        got = replay(m, calibration)
+        if got is None:
+            out.extend([3.0, 3.0, 3.0])
+            continue
+        out.append(math.log(got.throughput_rps / m.achieved_rps))
+        out.append(math.log(got.tpot_mean_s / m.tpot_mean_s))
+        out.append(0.0 if ttft_artefact(m) else 0.7 * math.log(got.ttft_mean_s / m.ttft_mean_s))
+    return np.asarray(out)
+
+
+def _apply_engine(theta: np.ndarray, base: Calibration, source: str | None = None) -> Calibration:
+    values = [float(x) for x in theta]
+    n, g = len(ENGINE_FITTED), len(PER_GPU_OVERHEAD)
+    named = dict(zip(ENGINE_FITTED, values[:n]))
+    per_gpu = tuple(zip(PER_GPU_OVERHEAD, values[n:n + g]))
+    # All-reduce rates are fitted in GB/s (the optimiser's scale); stored in bytes/s.
+    allreduce = tuple((gpu, x * 1e9) for gpu, x in zip(PER_GPU_OVERHEAD, values[n + g:]))
+    generic = sum(x for _, x in per_gpu) / len(per_gpu)
+    return replace(base, **named, step_overhead_by_gpu=per_gpu, step_overhead_seconds=generic,
+                   allreduce_bytes_per_second_by_gpu=allreduce, source=source or base.source)
+
+
+def fit_engine(data: list[Measurement], base: Calibration | None = None, source: str = "fit") -> Calibration:
+    """The calibration under which the serving engine best replays the measured runs (log errors of throughput,
+    mean TPOT and mean TTFT, least squares with HiGHS-free scipy ``least_squares``, finite differences wide enough
+    to step over the engine's integer steps)."""
+    base = base or default_calibration_for_fit()
+    data = usable(data)
+    x0 = np.array([getattr(base, n) for n in ENGINE_FITTED] + [base.step_overhead_for(g) for g in PER_GPU_OVERHEAD]
+                  + [base.allreduce_bytes_per_second_for(g, False) / 1e9 for g in PER_GPU_OVERHEAD])
+    lower = np.array([BOUNDS[n][0] for n in ENGINE_FITTED] + [0.0] * len(PER_GPU_OVERHEAD)
+                     + [0.5] * len(PER_GPU_OVERHEAD))
+    upper = np.array([BOUNDS[n][1] for n in ENGINE_FITTED] + [0.03] * len(PER_GPU_OVERHEAD)
+                     + [400.0] * len(PER_GPU_OVERHEAD))
+    result = least_squares(_engine_residuals, np.clip(x0, lower, upper), bounds=(lower, upper), args=(data, base),
+                           diff_step=0.03, x_scale="jac", loss="soft_l1", f_scale=0.3, max_nfev=200)
+    return _apply_engine(result.x, base, source)
+
+
+def default_calibration_for_fit() -> Calibration:
+    from kilowatt.performance.capacity import default_calibration
+
+    return default_calibration()
 
 
 def fit_power_exponent(mlenergy_csv: str | Path, board_watts: float = 700.0) -> float:

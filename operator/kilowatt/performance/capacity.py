@@ -1,7 +1,8 @@
 """The capacity model: latency of one replica of a model on k GPUs at an offered load, from physics.
 
 One decode step reads the (sharded) weights once and the KV cache of every running sequence, so it is
-memory-bandwidth bound: ``step = overhead + allreduce(k) + max(bytes / bandwidth, flops / compute) + B * c``.
+memory-bandwidth bound: ``step = max(host, launch + allreduce(k, B) + max(bytes / bandwidth, flops / compute) + B * c)``
+(the host's scheduling and sampling overlap the GPU's work in vLLM's V1 engine, so they are a floor, not a sum).
 Prefill is compute bound and steals a share ``rho = rate * prompt_tokens * 2P / compute`` of the GPU's time
 from decode. Under continuous batching the running batch ``B`` satisfies Little's law
 ``B = rate * output_tokens * step(B) / (1 - rho)``; with ``step`` affine in ``B`` this has a closed form,
@@ -26,10 +27,13 @@ from kilowatt.slo import within_slo
 
 @dataclass(frozen=True)
 class TokenMix:
-    """Mean prompt and output length of the requests a replica serves."""
+    """Mean prompt and output length of the requests a replica serves, and, where known, their quantiles at
+    ``kilowatt.performance.lengths.LEVELS`` (empty: ShareGPT's shape around the means)."""
 
     input_tokens: float = 205.0
     output_tokens: float = 200.0
+    input_quantiles: tuple[float, ...] = ()
+    output_quantiles: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.input_tokens <= 0 or self.output_tokens <= 0:
@@ -40,14 +44,21 @@ class TokenMix:
 class Calibration:
     bandwidth_efficiency: float = 0.85  # share of peak memory bandwidth a decode step achieves
     flops_efficiency: float = 0.45  # share of peak FP16 tensor throughput prefill achieves
-    step_overhead_seconds: float = 0.0015  # fixed cost of one engine step (scheduler, launches)
+    step_overhead_seconds: float = 0.0015  # host time of one engine step (scheduler, sampling, output); overlaps the GPU's
+    launch_seconds: float = 0.0005  # GPU time of one step beyond its reads and FLOPs (kernel launches, sync)
     per_sequence_seconds: float = 0.00005  # extra step time per running sequence (sampling, attention kernels)
     allreduce_pcie_seconds: float = 0.00005  # one all-reduce over PCIe, per layer (two per layer per step)
     allreduce_nvlink_seconds: float = 0.00001  # the same over NVLink
+    # All-reduce payload rate (bytes/s of activations per GPU): NVLink, and PCIe (per GPU type where measured:
+    # consumer cards have no peer-to-peer, so their all-reduce goes through host memory).
+    allreduce_nvlink_bytes_per_second: float = 150e9
+    allreduce_pcie_bytes_per_second: float = 20e9
+    allreduce_bytes_per_second_by_gpu: tuple[tuple[str, float], ...] = ()
     ttft_overhead_seconds: float = 0.010  # tokenisation, scheduling, first-token return
     ttft_tail: float = 2.0  # p99 / mean of the prefill part of TTFT (prompt lengths vary)
     tpot_tail: float = 1.15  # p99 / mean TPOT below saturation
     max_batch: int = 256  # vLLM's max_num_seqs
+    max_batched_tokens: int = 0  # vLLM's max_num_batched_tokens (0: vLLM's default for the GPU, see performance.engine)
     memory_utilization: float = 0.90  # vLLM's gpu_memory_utilization
     runtime_overhead_gib: float = 1.5  # CUDA graphs, allocator slack per GPU
     activation_fraction: float = 0.03  # activation workspace per GPU, as a share of that GPU's weight bytes
@@ -67,16 +78,23 @@ class Calibration:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
         raw = json.loads(text)
-        raw["step_overhead_by_gpu"] = tuple((g, float(x)) for g, x in raw.get("step_overhead_by_gpu", {}).items())
+        for name in ("step_overhead_by_gpu", "allreduce_bytes_per_second_by_gpu"):
+            raw[name] = tuple((g, float(x)) for g, x in raw.get(name, {}).items())
         return cls(**raw)
 
     def to_json(self) -> str:
         raw = asdict(self)
         raw["step_overhead_by_gpu"] = dict(self.step_overhead_by_gpu)
+        raw["allreduce_bytes_per_second_by_gpu"] = dict(self.allreduce_bytes_per_second_by_gpu)
         return json.dumps(raw, indent=2, sort_keys=True) + "\n"
 
     def step_overhead_for(self, gpu_model: str) -> float:
         return dict(self.step_overhead_by_gpu).get(gpu_model, self.step_overhead_seconds)
+
+    def allreduce_bytes_per_second_for(self, gpu_model: str, nvlink: bool) -> float:
+        if nvlink:
+            return self.allreduce_nvlink_bytes_per_second
+        return dict(self.allreduce_bytes_per_second_by_gpu).get(gpu_model, self.allreduce_pcie_bytes_per_second)
 
 
 def _shipped_calibration() -> Calibration:
@@ -148,7 +166,7 @@ class CapacityModel:
     # -- time -----------------------------------------------------------------------------------------------------
     @cached_property
     def allreduce_seconds(self) -> float:
-        """Per engine step: two all-reduces per layer across the k GPUs (0 at k = 1)."""
+        """Per engine step: the latency of two all-reduces per layer across the k GPUs (0 at k = 1)."""
         k = self.tensor_parallel
         if k == 1:
             return 0.0
@@ -156,14 +174,28 @@ class CapacityModel:
         per = c.allreduce_nvlink_seconds if self.gpu.nvlink else c.allreduce_pcie_seconds
         return 2.0 * self.shape.resolved_layers * per * math.log2(k)
 
-    def step_pieces(self, context_tokens: float) -> tuple[tuple[float, float], tuple[float, float]]:
-        """Decode step time as max of two affine functions of the batch: (intercept, slope) for memory, compute."""
+    @cached_property
+    def allreduce_seconds_per_token(self) -> float:
+        """Per token in a step: moving its activations (hidden x 2 bytes) through two ring all-reduces per layer,
+        each sending 2(k-1)/k of the payload (0 at k = 1)."""
+        k = self.tensor_parallel
+        if k == 1:
+            return 0.0
+        c, s = self.calibration, self.shape
+        rate = c.allreduce_bytes_per_second_for(self.gpu.model, self.gpu.nvlink)
+        return 2.0 * s.resolved_layers * s.hidden_size * 2.0 * 2.0 * (k - 1) / k / rate
+
+    def step_pieces(self, context_tokens: float) -> tuple[tuple[float, float], ...]:
+        """Decode step time as the max of affine functions of the batch, (intercept, slope): memory bound,
+        compute bound, and the host's own time per step (it overlaps the GPU's work, so it is a floor)."""
         c, g, s = self.calibration, self.gpu, self.shape
         bandwidth = self.bandwidth_bytes_per_second
-        fixed = c.step_overhead_for(g.model) + self.allreduce_seconds
+        fixed = c.launch_seconds + self.allreduce_seconds
+        per_sequence = c.per_sequence_seconds + self.allreduce_seconds_per_token
         memory = (fixed + s.weight_bytes / bandwidth, context_tokens * s.kv_bytes_per_token / bandwidth)
         compute = (fixed, s.flops_per_token / (c.flops_efficiency * g.flops_per_second * self.tensor_parallel))
-        return (memory[0], memory[1] + c.per_sequence_seconds), (compute[0], compute[1] + c.per_sequence_seconds)
+        return ((memory[0], memory[1] + per_sequence), (compute[0], compute[1] + per_sequence),
+                (c.step_overhead_for(g.model), 0.0))
 
     @cached_property
     def bandwidth_bytes_per_second(self) -> float:
@@ -178,7 +210,9 @@ class CapacityModel:
         c, k, g, s = self.calibration, self.tensor_parallel, self.gpu, self.shape
         compute = prompt_tokens * s.flops_per_token / (c.flops_efficiency * g.flops_per_second * k)
         weights = s.weight_bytes / self.bandwidth_bytes_per_second
-        return c.step_overhead_for(g.model) + self.allreduce_seconds + max(compute, weights)
+        gpu = (c.launch_seconds + self.allreduce_seconds + prompt_tokens * self.allreduce_seconds_per_token
+               + max(compute, weights))
+        return max(c.step_overhead_for(g.model), gpu)
 
     def _prefill_share(self, load_rps: float, mix: TokenMix) -> float:
         c = self.calibration

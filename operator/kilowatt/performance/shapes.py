@@ -31,6 +31,11 @@ class ModelShape:
         return self.layers or max(12, round(32 * (self.parameters_billion / 8.0) ** 0.4))
 
     @property
+    def hidden_size(self) -> float:
+        # A dense decoder has ~12 x layers x hidden^2 parameters (attention 4 h^2, MLP ~8 h^2).
+        return (self.parameters_billion * 1e9 / (12.0 * self.resolved_layers)) ** 0.5
+
+    @property
     def kv_bytes_per_token(self) -> float:
         # K and V, per layer, per KV head; grouped-query attention with 8 KV heads of 128 is the modern default.
         # The KV cache stays 16-bit even for quantised weights (vLLM's default).

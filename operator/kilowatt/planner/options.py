@@ -9,6 +9,8 @@ from datetime import datetime
 from kilowatt.economics.cost import CostBreakdown
 from kilowatt.performance import CapacityModel, TokenMix
 from kilowatt.performance.capacity import Calibration, default_calibration
+from kilowatt.performance.engine import EngineTimes
+from kilowatt.performance.slo_capacity import latency_curve
 from kilowatt.planner.snapshot import PoolState, ServiceState
 
 # Below this a replica is useless for the service (sub-milli-rps capacities only make the program stiff).
@@ -35,7 +37,8 @@ def _rounded_mix(mix: TokenMix) -> TokenMix:
     def r(x: float) -> float:
         return float(f"{x:.2g}")
 
-    return TokenMix(r(mix.input_tokens), r(mix.output_tokens))
+    return TokenMix(r(mix.input_tokens), r(mix.output_tokens), tuple(map(r, mix.input_quantiles)),
+                    tuple(map(r, mix.output_quantiles)))
 
 
 class CapacityTable:
@@ -47,9 +50,12 @@ class CapacityTable:
     change between periods).
     """
 
-    def __init__(self, calibration: Calibration | None = None, limit: int = 20000) -> None:
+    def __init__(self, calibration: Calibration | None = None, limit: int = 20000, engine: bool = True) -> None:
         self.calibration = calibration or default_calibration()
         self.limit = limit
+        # True: SLO capacity measured on the serving engine for the mix's length distribution (the twin's
+        # truth, kilowatt.performance.slo_capacity); False: the analytic model at the mix's means (fast, coarser).
+        self.engine = engine
         self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}
 
     def clear(self) -> None:
@@ -78,17 +84,22 @@ class CapacityTable:
         key = (pool.gpu, tensor_parallel, factors)
         found = table.get(key)
         if found is None:
-            found = table[key] = _replica_capacity(service, pool, tensor_parallel, self.calibration)
+            found = table[key] = _replica_capacity(service, pool, tensor_parallel, self.calibration, self.engine)
         return found
 
 
 def _replica_capacity(service: ServiceState, pool: PoolState, tensor_parallel: int,
-                      calibration: Calibration) -> tuple[float, float]:
+                      calibration: Calibration, engine: bool = True) -> tuple[float, float]:
     model = CapacityModel(service.shape, pool.gpu, tensor_parallel, calibration).corrected(
         *service.correction_on(pool.name))
     if not model.fits():
         return 0.0, 0.0
     mix = _rounded_mix(service.mix)
+    if engine:
+        curve = latency_curve(EngineTimes.of(model), mix)
+        within = curve.max_rps_within_slo(service.ttft_seconds, service.tpot_seconds, service.percentile,
+                                          model.ttft_factor, model.tpot_factor)
+        return within, curve.saturation_rps
     return (model.max_rps_within_slo(mix, service.ttft_seconds, service.tpot_seconds, service.percentile),
             model.saturation_rps(mix))
 

@@ -47,7 +47,7 @@ from kilowatt.planner.options import CapacityTable, replica_capacity
 from kilowatt.planner.snapshot import CurrentPlacement, PoolState
 from kilowatt.slo import within_slo
 from kilowatt.state import gpu_of, pool_state, service_state
-from kilowatt.twin.engine import EngineTimes, Ledger, Replica
+from kilowatt.performance.engine import EngineTimes, Ledger, Replica
 from kilowatt.twin.workload import Workload
 
 SECONDS_PER_HOUR = 3600.0

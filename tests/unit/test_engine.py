@@ -1,0 +1,123 @@
+"""The serving engine follows vLLM's V1 scheduler: paged KV blocks, chunked prefill, preemption by recompute."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from kilowatt.performance.capacity import CapacityModel, default_calibration
+from kilowatt.performance.engine import BLOCK_TOKENS, EngineTimes, Ledger, Replica, default_max_batched_tokens
+from kilowatt.performance.hardware import gpu_by_name
+from kilowatt.performance.shapes import KNOWN_MODELS
+
+LLAMA_8B = KNOWN_MODELS["meta-llama/Meta-Llama-3-8B-Instruct"]
+
+
+def _times(gpu: str = "RTX-4090", k: int = 1, **overrides) -> EngineTimes:
+    times = EngineTimes.of(CapacityModel(LLAMA_8B, gpu_by_name(gpu), k, default_calibration()))
+    return replace(times, **overrides)
+
+
+def _poisson(n: int, rate: float, seed: int, prompt: tuple[int, int], output: tuple[int, int]):
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1.0 / rate, n))
+    return arrival, rng.integers(*prompt, n), rng.integers(*output, n)
+
+
+def test_vllm_defaults_for_the_token_budget() -> None:
+    assert default_max_batched_tokens(24, "RTX-4090") == 2048
+    assert default_max_batched_tokens(80, "H100-SXM") == 8192
+    assert default_max_batched_tokens(80, "A100-80GB") == 2048  # vLLM keeps A100 at 2048 (its PR #17885)
+    assert _times("RTX-4090").max_batched_tokens == 2048
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_paged_allocation_never_holds_more_blocks_than_the_replica_has(seed: int) -> None:
+    # A small cache (300 blocks = 4,800 tokens) and long requests: the cache binds all the time.
+    times = _times(kv_blocks=300)
+    arrival, prompts, outputs = _poisson(400, 6.0, seed, (200, 1500), (50, 900))
+    ledger, replica = Ledger(400), Replica(times, 0, 0.0, 1)
+    t = 0.0
+    pending = list(range(400))
+    peak = 0
+    while pending or not replica.idle():
+        t += 0.05
+        now = [r for r in pending if arrival[r] < t]
+        pending = pending[len(now):]
+        replica.run(now, arrival, prompts, outputs, t, ledger)
+        used = replica.blocks_in_use()
+        assert 0 <= used <= times.kv_blocks
+        peak = max(peak, used)
+        assert replica.batch <= times.max_seqs
+    assert ledger.preemptions > 0  # the cache really did run out
+    assert peak > 0.9 * times.kv_blocks
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_preemption_and_readmission_conserve_requests(seed: int) -> None:
+    times = _times(kv_blocks=400)
+    n = 600
+    arrival, prompts, outputs = _poisson(n, 10.0, seed, (100, 1200), (20, 700))
+    ledger, replica = Ledger(n), Replica(times, 0, 0.0, 1)
+    replica.run(list(range(n)), arrival, prompts, outputs, math.inf, ledger)
+    assert ledger.preemptions > 0
+    assert sorted(ledger.done) == list(range(n))  # every request finished, exactly once
+    assert np.all(np.isfinite(ledger.finish_s))
+    assert np.all(ledger.finish_s >= arrival)
+    # The first token comes once, before the last; a preempted request keeps its first-token time.
+    assert np.all(ledger.ttft_s <= ledger.finish_s - arrival + times.ttft_overhead_seconds + 1e-9)
+    assert replica.idle() and replica.blocks_in_use() == 0 and not replica.generated
+
+
+def test_a_prompt_longer_than_the_token_budget_is_prefilled_over_several_steps() -> None:
+    times = _times()  # RTX 4090: 2,048 tokens per step
+    prompt = 5000
+    ledger, replica = Ledger(1), Replica(times, 0, 0.0, 1)
+    replica.run([0], np.array([0.0]), np.array([prompt]), np.array([2]), math.inf, ledger)
+    # Three steps: 2,048 + 2,048 + 904 tokens, each attending over what was computed before it.
+    expected = (times.step_seconds(1, 2048, 2048) + times.step_seconds(1, 2048, 4096)
+                + times.step_seconds(1, 904, 5000))
+    assert ledger.ttft_s[0] == pytest.approx(expected + times.ttft_overhead_seconds, rel=1e-12)
+    one_step = times.step_seconds(1, prompt, prompt)
+    assert ledger.ttft_s[0] > one_step + times.ttft_overhead_seconds  # not one big prefill
+    # Then one decode step for the second token.
+    assert ledger.tpot_s[0] == pytest.approx(times.step_seconds(1, 1, prompt + 1), rel=1e-12)
+
+
+def test_a_prefill_chunk_rides_along_with_running_decodes() -> None:
+    times = _times()
+    # Request 0 decodes a long answer; request 1 arrives later with a 3,000-token prompt.
+    arrival = np.array([0.0, 1.0])
+    prompts, outputs = np.array([100, 3000]), np.array([400, 2])
+    ledger, replica = Ledger(2), Replica(times, 0, 0.0, 1)
+    replica.run([0, 1], arrival, prompts, outputs, math.inf, ledger)
+    # Request 0 never stops decoding: its TPOT is a decode step plus the two steps it shared with the chunks
+    # spread over its 399 steps, far below a stall of a whole 3,000-token prefill per token.
+    alone = times.step_seconds(1, 1, 300)
+    assert alone < ledger.tpot_s[0] < alone * 1.1
+    # Request 1 took two steps (2,047 + 953 tokens beside the one decode).
+    assert ledger.ttft_s[1] < 2.5 * times.step_seconds(2, 2048, 2048 + 300) + times.ttft_overhead_seconds
+
+
+def test_decode_only_stretches_are_fast_forwarded_exactly() -> None:
+    # One request alone: every decode step is the same but for its growing context; the fast-forward's
+    # halfway context gives exactly the sum of the steps (the step is affine in context when memory bound).
+    times = _times()
+    ledger, replica = Ledger(1), Replica(times, 0, 0.0, 1)
+    replica.run([0], np.array([0.0]), np.array([100]), np.array([201]), math.inf, ledger)
+    steps = sum(times.step_seconds(1, 1, 100 + j) for j in range(1, 201))
+    assert ledger.tpot_s[0] * 200 == pytest.approx(steps, rel=1e-9)
+
+
+def test_blocks_are_counted_per_request_rounded_up() -> None:
+    times = _times()
+    replica = Replica(times, 0, 0.0, 1)
+    ledger = Ledger(2)
+    # Two prompts of 17 and 33 tokens: 2 + 3 blocks after prefill, each about to need a slot for one more token.
+    replica.run([0, 1], np.array([0.0, 0.0]), np.array([17, 33]), np.array([50, 50]), 1e-9, ledger)
+    replica.run([], np.array([0.0, 0.0]), np.array([17, 33]), np.array([50, 50]),
+                times.step_seconds(2, 50, 50) * 1.0001, ledger)
+    assert replica.blocks_in_use() == math.ceil(17 / BLOCK_TOKENS) + math.ceil(33 / BLOCK_TOKENS)

@@ -19,6 +19,7 @@ from kilowatt.demand import DemandEstimator
 from kilowatt.metrics import ServiceObservation
 from kilowatt.performance import CapacityModel, TokenMix
 from kilowatt.performance.correction import LatencyCorrection
+from kilowatt.performance.lengths import quantiles_from_histogram
 from kilowatt.planner import PLANNER_BUDGET_SECONDS, CapacityTable, Snapshot, Stabiliser, plan
 from kilowatt.planner.reasons import Binding, DecisionHold, MetricsMissing, ModeOff, StepHold
 from kilowatt.planner.snapshot import CurrentPlacement, PoolState, ServiceState
@@ -43,7 +44,8 @@ class ServiceInput:
     @classmethod
     def of(cls, service: InferenceService, current: Mapping[str, CurrentPlacement],
            data: ServiceObservation | None, unschedulable: frozenset[str] = frozenset()) -> ServiceInput:
-        return cls(service, dict(current), data, service_state(service, 0.0, observed_mix(data), current),
+        return cls(service, dict(current), data, service_state(service, 0.0, observed_mix(data, service.spec.model.max_context_tokens),
+                                                   current),
                    unschedulable)
 
     @property
@@ -102,6 +104,36 @@ class PeriodDecisions:
     plan: Plan | None = None
 
 
+class LengthHistory:
+    """Each service's length mix over the last half hour or so: vLLM's length histograms and mean lengths folded
+    in every period with exponential decay (half-life ``half_life_seconds``), so one minute's few long prompts
+    neither vanish nor rebuild the planner's capacity figures every period."""
+
+    def __init__(self, half_life_seconds: float = 1800.0) -> None:
+        self.half_life_seconds = half_life_seconds
+        # key -> (clock, weight, input mean x weight, output mean x weight, prompt buckets, output buckets)
+        self._by_service: dict[str, tuple[float, float, float, float, dict[float, float], dict[float, float]]] = {}
+
+    def forget(self, key: str) -> None:
+        self._by_service.pop(key, None)
+
+    def update(self, key: str, clock_seconds: float, data: ServiceObservation, max_tokens: float) -> TokenMix | None:
+        if not data.input_tokens_mean or not data.output_tokens_mean or not data.requests_per_second:
+            return None
+        t0, w, wi, wo, pb, ob = self._by_service.get(key, (clock_seconds, 0.0, 0.0, 0.0, {}, {}))
+        keep = 0.5 ** (max(0.0, clock_seconds - t0) / self.half_life_seconds)
+        rate = data.requests_per_second
+        w, wi, wo = w * keep + rate, wi * keep + rate * data.input_tokens_mean, wo * keep + rate * data.output_tokens_mean
+        for stored, new in ((pb, data.prompt_length_buckets), (ob, data.output_length_buckets)):
+            for le in stored:
+                stored[le] *= keep
+            for le, count in new:
+                stored[le] = stored.get(le, 0.0) + count
+        self._by_service[key] = (clock_seconds, w, wi, wo, pb, ob)
+        return TokenMix(max(1.0, wi / w), max(1.0, wo / w), quantiles_from_histogram(sorted(pb.items()), max_tokens),
+                        quantiles_from_histogram(sorted(ob.items()), max_tokens))
+
+
 @dataclass
 class Decider:
     """The stateful part of deciding (demand history, latency corrections, stabiliser windows, the capacity
@@ -113,6 +145,7 @@ class Decider:
     correction: LatencyCorrection = field(default_factory=LatencyCorrection)
     stabiliser: Stabiliser = field(default_factory=Stabiliser)
     capacity: CapacityTable = field(default_factory=CapacityTable)
+    lengths: LengthHistory = field(default_factory=LengthHistory)
 
     def mode(self, svc: InferenceService) -> ScalingMode:
         return svc.spec.scaling.mode if "mode" in svc.spec.scaling.model_fields_set else self.default_mode
@@ -120,6 +153,7 @@ class Decider:
     def forget(self, key: str) -> None:
         self.stabiliser.forget(key)
         self.demand.forget(key)
+        self.lengths.forget(key)
 
     def decide(
         self,
@@ -147,6 +181,10 @@ class Decider:
                 # to be served within a minute on top of the arrivals.
                 rps = item.data.requests_per_second + (item.data.waiting or 0.0) / BACKLOG_SECONDS
                 demand = self.demand.update(item.key, clock_seconds, rps, lead)
+                mix = self.lengths.update(item.key, clock_seconds, item.data,
+                                          item.service.spec.model.max_context_tokens)
+                if mix is not None:
+                    item = replace(item, state=replace(item.state, mix=mix))
                 self._learn(item, pools)
             corrections = tuple((p, *self.correction.factors(item.key, p)) for p in sorted(pools))
             state = replace(item.state, demand_rps=max(0.0, demand), corrections=corrections)
@@ -183,12 +221,10 @@ class Decider:
             pool = pools.get(pool_name)
             if running is None or pool is None or running.ready <= 0:
                 continue
-            model = CapacityModel(item.state.shape, pool_state(pool).gpu, running.tensor_parallel,
-                                  self.capacity.calibration)
             per_replica = latency.requests_per_second / running.ready
-            point = model.at_load(per_replica, item.state.mix, item.service.spec.slo.percentile)
-            self.correction.observe(item.key, pool_name, per_replica, point.ttft_p_seconds, latency.ttft_p_seconds,
-                                    point.tpot_p_seconds, latency.tpot_p_seconds)
+            ttft, tpot = self.capacity.latency(item.state, pool_state(pool), running.tensor_parallel, per_replica)
+            self.correction.observe(item.key, pool_name, per_replica, ttft, latency.ttft_p_seconds,
+                                    tpot, latency.tpot_p_seconds)
 
     def _stabilise(self, item: ServiceInput, sp, demand_rps: float, clock_seconds: float,
                    pools: dict[str, AcceleratorPool], pool_states: dict[str, PoolState]) -> Decision:
@@ -233,10 +269,14 @@ class Decider:
         return Decision(desired, tp, sp.reason, sp.binding, changed, step.holds, demand_rps=demand_rps)
 
 
-def observed_mix(data: ServiceObservation | None) -> TokenMix | None:
+def observed_mix(data: ServiceObservation | None, max_tokens: float | None = None) -> TokenMix | None:
+    """The served requests' mean lengths and, from vLLM's length histograms when it exports them, their
+    distribution (the planner's capacity depends on the tail, not only the mean)."""
     if data is None or not data.input_tokens_mean or not data.output_tokens_mean:
         return None
-    return TokenMix(max(1.0, data.input_tokens_mean), max(1.0, data.output_tokens_mean))
+    return TokenMix(max(1.0, data.input_tokens_mean), max(1.0, data.output_tokens_mean),
+                    quantiles_from_histogram(data.prompt_length_buckets, max_tokens),
+                    quantiles_from_histogram(data.output_length_buckets, max_tokens))
 
 
 def _minus_held(pool_states: dict[str, PoolState], held: list[Mapping[str, CurrentPlacement]]) -> dict[str, PoolState]:

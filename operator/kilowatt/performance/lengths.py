@@ -42,10 +42,12 @@ def quantiles_of(values: np.ndarray) -> tuple[float, ...]:
     return tuple(float(x) for x in np.quantile(np.asarray(values, dtype=float), LEVELS))
 
 
-def quantiles_from_histogram(buckets: Sequence[tuple[float, float]]) -> tuple[float, ...]:
+def quantiles_from_histogram(buckets: Sequence[tuple[float, float]], max_tokens: float | None = None
+                             ) -> tuple[float, ...]:
     """Lengths at LEVELS from a Prometheus histogram's cumulative (upper bound, count) pairs (``+Inf`` last),
     interpolating log-linearly within a bucket (lengths span decades; vLLM's buckets go 1, 2, 5, 10, 20, 50...).
-    Empty when the histogram has no observations."""
+    The ``+Inf`` bucket ends at ``max_tokens`` (the model's context; vLLM refuses longer), else at twice the
+    last bound. Empty when the histogram has no observations."""
     points = sorted((float(le), float(c)) for le, c in buckets)
     if not points or points[-1][1] <= 0:
         return ()
@@ -59,7 +61,7 @@ def quantiles_from_histogram(buckets: Sequence[tuple[float, float]]) -> tuple[fl
         value = largest_finite
         for le, c in points:
             if c >= target and c > lower_c:
-                upper = le if math.isfinite(le) else 2.0 * lower_le
+                upper = le if math.isfinite(le) else (max_tokens or 2.0 * lower_le)
                 frac = (target - lower_c) / (c - lower_c)
                 lo = max(lower_le, 1.0)
                 value = math.exp(math.log(lo) + frac * (math.log(max(upper, lo)) - math.log(lo)))
@@ -81,3 +83,22 @@ def sample_lengths(mean: float, quantiles: tuple[float, ...], n: int, rng: np.ra
     x = np.exp(np.interp(rng.random(n), LEVELS, logs))
     x *= mean / max(x.mean(), 1e-9)
     return np.maximum(1, np.round(x)).astype(np.int64)
+
+
+def vllm_length_buckets(max_model_len: int) -> tuple[int, ...]:
+    """The bucket bounds vLLM gives its length histograms: ``build_1_2_5_buckets(max_model_len)``."""
+    out, exponent = [], 0
+    while True:
+        for m in (1, 2, 5):
+            value = m * 10 ** exponent
+            if value > max_model_len:
+                return tuple(out)
+            out.append(value)
+        exponent += 1
+
+
+def cumulative_histogram(values: np.ndarray, bounds: Sequence[float]) -> tuple[tuple[float, float], ...]:
+    """(upper bound, count of values <= it) per bound and ``+Inf``: what a Prometheus histogram exposes."""
+    values = np.sort(np.asarray(values, dtype=float))
+    counts = np.searchsorted(values, np.asarray(bounds, dtype=float), side="right")
+    return tuple((float(b), float(c)) for b, c in zip(bounds, counts)) + ((math.inf, float(len(values))),)

@@ -8,16 +8,17 @@ latency curve — the replica's saturation throughput, then TTFT and TPOT percen
 below it (the same arrival and length draws at every rate, scaled, so the curve is monotone and smooth). Any SLO,
 percentile and online correction is then answered from the curve by interpolation, in microseconds.
 
-A curve costs ~0.2-1 s of CPU (``benchmarks/capacity_consistency.py`` records it); curves are remembered per
-process for the engine constants and the mix (its means and quantiles at two significant digits).
+A curve costs a few tenths of a second of CPU (``benchmarks/capacity_consistency.py`` records it). A
+``CurveBook`` remembers curves for whoever plans, on a grid of length mixes: mean prompt and output lengths on a
+log grid (ratio ``MEAN_GRID``), the distribution's shape (quantiles relative to the mean) on a coarser one; a
+capacity between grid points is interpolated bilinearly in log-length, so a service whose mean lengths wander
+from period to period reuses four curves instead of measuring new ones.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-
 import numpy as np
 
 from kilowatt.performance.capacity import TokenMix
@@ -25,9 +26,11 @@ from kilowatt.performance.engine import EngineTimes, Ledger, Replica
 from kilowatt.performance.lengths import sample_lengths
 
 # Offered load as a share of saturation; dense near the top, where SLO capacities usually sit.
-RATE_FRACTIONS = (0.02, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.68, 0.75, 0.8, 0.85, 0.89, 0.93, 0.96, 0.99)
+RATE_FRACTIONS = (0.02, 0.2, 0.4, 0.55, 0.68, 0.78, 0.85, 0.9, 0.94, 0.97)
 PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0)
-REQUESTS = 2000  # per rate; the first WARMUP_SHARE are left out (the replica starts empty)
+REQUESTS = 3000  # per rate; the first WARMUP_SHARE are left out (the replica starts empty)
+MEAN_GRID = 1.5  # mean lengths' grid (ratio between neighbours)
+SHAPE_GRID = 1.5  # quantile / mean grid
 WARMUP_SHARE = 0.1
 SEED = 20261122
 
@@ -44,6 +47,14 @@ class LatencyCurve:
         table = np.asarray(self.ttft_s if which == "ttft" else self.tpot_s)
         p = min(max(percentile, PERCENTILES[0]), PERCENTILES[-1])
         return np.array([np.interp(p, PERCENTILES, table[:, i]) for i in range(table.shape[1])])
+
+    def latency_at(self, rate_rps: float, percentile: float) -> tuple[float, float]:
+        """(TTFT, TPOT) at ``percentile`` for an offered load, linear between the curve's rates (held at the
+        ends: the lightest load's below it, the heaviest recorded above)."""
+        if not self.rates_rps:
+            return math.inf, math.inf
+        return (float(np.interp(rate_rps, self.rates_rps, self.at(percentile, "ttft"))),
+                float(np.interp(rate_rps, self.rates_rps, self.at(percentile, "tpot"))))
 
     def max_rps_within_slo(self, ttft_seconds: float, tpot_seconds: float, percentile: float = 95.0,
                            ttft_factor: float = 1.0, tpot_factor: float = 1.0) -> float:
@@ -84,7 +95,6 @@ def saturation_rps(times: EngineTimes, inputs: np.ndarray, outputs: np.ndarray) 
     return (hi - lo) / span if span > 0 else 0.0
 
 
-@lru_cache(maxsize=4096)
 def latency_curve(times: EngineTimes, mix: TokenMix, requests: int = REQUESTS, seed: int = SEED) -> LatencyCurve:
     """The replica's latency percentiles against offered load for this mix (see the module's docstring)."""
     if times.kv_blocks <= 0:
@@ -112,3 +122,73 @@ def latency_curve(times: EngineTimes, mix: TokenMix, requests: int = REQUESTS, s
     ttft_arr = np.maximum.accumulate(np.asarray(ttft), axis=0).T
     tpot_arr = np.maximum.accumulate(np.asarray(tpot), axis=0).T
     return LatencyCurve(saturation, tuple(rates), tuple(map(tuple, ttft_arr)), tuple(map(tuple, tpot_arr)))
+
+
+def _grid_neighbours(x: float, step: float) -> tuple[float, float, float]:
+    """(lower grid point, upper grid point, weight of the upper) around x on a log grid."""
+    position = math.log(max(x, 1.0)) / math.log(step)
+    low = math.floor(position)
+    return step ** low, step ** (low + 1), position - low
+
+
+def _shape_on_grid(quantiles: tuple[float, ...], mean: float) -> tuple[float, ...]:
+    """Quantiles relative to their mean, rounded on the shape grid (empty stays empty: the default shape)."""
+    return tuple(float(f"{SHAPE_GRID ** round(math.log(max(q, 1e-9) / mean) / math.log(SHAPE_GRID)):.4g}")
+                 for q in quantiles)
+
+
+class CurveBook:
+    """Latency curves measured on the engine, remembered on the length-mix grid; owned by whoever plans (the
+    operator's Decider, a twin run and its policies, a benchmark), never a module global. Bounded: cleared when
+    it holds ``limit`` curves."""
+
+    def __init__(self, limit: int = 2000) -> None:
+        self.limit = limit
+        self._curves: dict[tuple[EngineTimes, TokenMix], LatencyCurve] = {}
+        self.measured = 0  # curves measured so far (what the cache saved shows in its absence)
+
+    def curve(self, times: EngineTimes, mix: TokenMix) -> LatencyCurve:
+        key = (times, mix)
+        found = self._curves.get(key)
+        if found is None:
+            if len(self._curves) >= self.limit:
+                self._curves.clear()
+            found = self._curves[key] = latency_curve(times, mix)
+            self.measured += 1
+        return found
+
+    def _corners(self, mix: TokenMix) -> list[tuple[float, TokenMix]]:
+        """The grid mixes around ``mix``, with their bilinear weights."""
+        in_shape = _shape_on_grid(mix.input_quantiles, mix.input_tokens)
+        out_shape = _shape_on_grid(mix.output_quantiles, mix.output_tokens)
+        i_lo, i_hi, wi = _grid_neighbours(mix.input_tokens, MEAN_GRID)
+        o_lo, o_hi, wo = _grid_neighbours(mix.output_tokens, MEAN_GRID)
+        out = []
+        for m_in, w_in in ((i_lo, 1.0 - wi), (i_hi, wi)):
+            for m_out, w_out in ((o_lo, 1.0 - wo), (o_hi, wo)):
+                if w_in * w_out <= 1e-9:
+                    continue
+                corner = TokenMix(float(f"{m_in:.4g}"), float(f"{m_out:.4g}"), tuple(r * m_in for r in in_shape),
+                                  tuple(r * m_out for r in out_shape))
+                out.append((w_in * w_out, corner))
+        return out
+
+    def capacity(self, times: EngineTimes, mix: TokenMix, ttft_seconds: float, tpot_seconds: float,
+                 percentile: float, ttft_factor: float = 1.0, tpot_factor: float = 1.0) -> tuple[float, float]:
+        """(req/s within the SLO, saturation req/s) of one replica for ``mix``, interpolated on the grid."""
+        within = saturation = 0.0
+        for weight, corner in self._corners(mix):
+            curve = self.curve(times, corner)
+            within += weight * curve.max_rps_within_slo(ttft_seconds, tpot_seconds, percentile, ttft_factor,
+                                                        tpot_factor)
+            saturation += weight * curve.saturation_rps
+        return within, saturation
+
+    def latency(self, times: EngineTimes, mix: TokenMix, load_rps: float, percentile: float) -> tuple[float, float]:
+        """(TTFT, TPOT) at ``percentile`` for an offered load, interpolated on the grid."""
+        ttft = tpot = 0.0
+        for weight, corner in self._corners(mix):
+            t, d = self.curve(times, corner).latency_at(load_rps, percentile)
+            ttft += weight * t
+            tpot += weight * d
+        return ttft, tpot

@@ -3,6 +3,7 @@ with the per-replica capacity within the SLO and the per-replica cost."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,7 +11,7 @@ from kilowatt.economics.cost import CostBreakdown
 from kilowatt.performance import CapacityModel, TokenMix
 from kilowatt.performance.capacity import Calibration, default_calibration
 from kilowatt.performance.engine import EngineTimes
-from kilowatt.performance.slo_capacity import latency_curve
+from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.planner.snapshot import PoolState, ServiceState
 
 # Below this a replica is useless for the service (sub-milli-rps capacities only make the program stiff).
@@ -32,13 +33,23 @@ class Option:
         return self.planned_cost.total_usd_per_hour / self.capacity_rps
 
 
-def _rounded_mix(mix: TokenMix) -> TokenMix:
-    # Two significant digits: services with near-identical traffic share cached capacity figures.
-    def r(x: float) -> float:
-        return float(f"{x:.2g}")
+# Length-mix buckets: means on a 10% grid, quantiles relative to their mean on a 25% grid. Services with
+# near-identical traffic (and one service from period to period) share cached capacity figures.
+MEAN_GRID = 1.1
+SHAPE_GRID = 1.25
 
-    return TokenMix(r(mix.input_tokens), r(mix.output_tokens), tuple(map(r, mix.input_quantiles)),
-                    tuple(map(r, mix.output_quantiles)))
+
+def _on_grid(x: float, step: float) -> float:
+    return float(f"{step ** round(math.log(max(x, 1e-9)) / math.log(step)):.4g}")
+
+
+def _rounded_mix(mix: TokenMix) -> TokenMix:
+    def shape(quantiles: tuple[float, ...], mean: float, rounded_mean: float) -> tuple[float, ...]:
+        return tuple(_on_grid(q / mean, SHAPE_GRID) * rounded_mean for q in quantiles)
+
+    m_in, m_out = _on_grid(mix.input_tokens, MEAN_GRID), _on_grid(mix.output_tokens, MEAN_GRID)
+    return TokenMix(m_in, m_out, shape(mix.input_quantiles, mix.input_tokens, m_in),
+                    shape(mix.output_quantiles, mix.output_tokens, m_out))
 
 
 class CapacityTable:
@@ -50,12 +61,16 @@ class CapacityTable:
     change between periods).
     """
 
-    def __init__(self, calibration: Calibration | None = None, limit: int = 20000, engine: bool = True) -> None:
+    def __init__(self, calibration: Calibration | None = None, limit: int = 20000, engine: bool = False,
+                 curves: CurveBook | None = None) -> None:
         self.calibration = calibration or default_calibration()
         self.limit = limit
         # True: SLO capacity measured on the serving engine for the mix's length distribution (the twin's
         # truth, kilowatt.performance.slo_capacity); False: the analytic model at the mix's means (fast, coarser).
+        # Not yet the default: a service whose length mix moves measures new curves most periods, which costs the
+        # twin's loop 20x (benchmarks/RESULTS.md, issue 12).
         self.engine = engine
+        self.curves = curves if curves is not None else CurveBook()
         self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}
 
     def clear(self) -> None:
@@ -84,22 +99,35 @@ class CapacityTable:
         key = (pool.gpu, tensor_parallel, factors)
         found = table.get(key)
         if found is None:
-            found = table[key] = _replica_capacity(service, pool, tensor_parallel, self.calibration, self.engine)
+            found = table[key] = _replica_capacity(service, pool, tensor_parallel, self.calibration,
+                                                   self.curves if self.engine else None)
         return found
 
 
+    def latency(self, service: ServiceState, pool: PoolState, tensor_parallel: int, load_rps: float
+                ) -> tuple[float, float]:
+        """(TTFT, TPOT) at the service's percentile that one uncorrected replica shows at ``load_rps``: what the
+        online correction compares observations with (the same model the capacities come from)."""
+        model = CapacityModel(service.shape, pool.gpu, tensor_parallel, self.calibration)
+        if self.engine:
+            if not model.fits():
+                return math.inf, math.inf
+            return self.curves.latency(EngineTimes.of(model), service.mix, load_rps, service.percentile)
+        point = model.at_load(load_rps, _rounded_mix(service.mix), service.percentile)
+        return point.ttft_p_seconds, point.tpot_p_seconds
+
+
 def _replica_capacity(service: ServiceState, pool: PoolState, tensor_parallel: int,
-                      calibration: Calibration, engine: bool = True) -> tuple[float, float]:
+                      calibration: Calibration, curves: CurveBook | None) -> tuple[float, float]:
+    """From the engine's latency curves when ``curves`` is given (the one truth), else the analytic model."""
     model = CapacityModel(service.shape, pool.gpu, tensor_parallel, calibration).corrected(
         *service.correction_on(pool.name))
     if not model.fits():
         return 0.0, 0.0
+    if curves is not None:
+        return curves.capacity(EngineTimes.of(model), service.mix, service.ttft_seconds, service.tpot_seconds,
+                               service.percentile, model.ttft_factor, model.tpot_factor)
     mix = _rounded_mix(service.mix)
-    if engine:
-        curve = latency_curve(EngineTimes.of(model), mix)
-        within = curve.max_rps_within_slo(service.ttft_seconds, service.tpot_seconds, service.percentile,
-                                          model.ttft_factor, model.tpot_factor)
-        return within, curve.saturation_rps
     return (model.max_rps_within_slo(mix, service.ttft_seconds, service.tpot_seconds, service.percentile),
             model.saturation_rps(mix))
 
@@ -111,7 +139,7 @@ def replica_capacity(
     ``capacity`` (remembered there) or, without one, computed afresh with the shipped calibration."""
     if capacity is not None:
         return capacity.replica(service, pool, tensor_parallel)
-    return _replica_capacity(service, pool, tensor_parallel, default_calibration())
+    return _replica_capacity(service, pool, tensor_parallel, default_calibration(), None)
 
 
 def options_for(

@@ -48,6 +48,8 @@ from kilowatt.planner.snapshot import CurrentPlacement, PoolState
 from kilowatt.slo import within_slo
 from kilowatt.state import gpu_of, pool_state, service_state
 from kilowatt.performance.engine import EngineTimes, Ledger, Replica
+from kilowatt.performance.slo_capacity import CurveBook
+from kilowatt.performance.lengths import cumulative_histogram, quantiles_of, vllm_length_buckets
 from kilowatt.twin.workload import Workload
 
 SECONDS_PER_HOUR = 3600.0
@@ -104,7 +106,7 @@ class DataPlane:
     def __init__(self, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
                  prices: dict[str, PriceSource], start: datetime, seed: int = 0,
                  startup_override_seconds: float | None = None, metrics_window_seconds: float = 60.0,
-                 routing: str | None = None) -> None:
+                 routing: str | None = None, curves: CurveBook | None = None) -> None:
         service, self.routing = routed_as(service, routing)
         self._turn: dict[str, int] = {}  # pool -> the next replica's turn (inferencepool routing)
         self.workload = workload
@@ -131,11 +133,14 @@ class DataPlane:
         self._engines: dict[tuple[str, int], tuple[EngineTimes, float, float]] = {}
         self._pool_states: dict[str, PoolState] = {}
         self._pool_names = [p.name for p in pools]
-        mix = TokenMix(float(np.mean(workload.input_tokens)) if len(workload) else 205.0,
-                       float(np.mean(workload.output_tokens)) if len(workload) else 200.0)
+        mix = TokenMix(float(np.mean(workload.input_tokens)), float(np.mean(workload.output_tokens)),
+                       quantiles_of(workload.input_tokens), quantiles_of(workload.output_tokens)) if len(workload) \
+            else TokenMix()
         self.mix = mix
         self._state = service_state(service, 0.0, mix)
-        self.capacity = CapacityTable()  # per-replica capacities of this run's service, shared with its policies
+        # Per-replica capacities of this run's service, shared with its policies; the engine's latency curves
+        # (``curves``) may be shared across runs on the same pools.
+        self.capacity = CapacityTable(curves=curves)
 
     # -- what runs ------------------------------------------------------------------------------------------------
     def at(self, t_s: float) -> datetime:
@@ -414,10 +419,13 @@ def observation(plane: DataPlane, done: np.ndarray, window_s: float, ref: Servic
                                         float(np.percentile(t, q)) if len(t) else None)
     running = sum(r.batch for rs in plane.replicas.values() for r in rs)
     waiting = plane.waiting()
+    bounds = vllm_length_buckets(plane.service.spec.model.max_context_tokens)
     return ServiceObservation(
         requests_per_second=len(done) / window_s,
         input_tokens_mean=float(np.mean(w.input_tokens[done])),
         output_tokens_mean=float(np.mean(w.output_tokens[done])),
+        prompt_length_buckets=cumulative_histogram(w.input_tokens[done], bounds),
+        output_length_buckets=cumulative_histogram(w.output_tokens[done], bounds),
         ttft_p_seconds=float(np.percentile(ttft, q)),
         tpot_p_seconds=float(np.percentile(tpot[has_tpot], q)) if has_tpot.any() else None,
         slo_attainment=float(np.mean(ok)),

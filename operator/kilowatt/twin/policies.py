@@ -27,7 +27,7 @@ from kilowatt.decide import Decider, ServiceInput
 from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef, Topology
 from kilowatt.performance import TokenMix
 from kilowatt.planner import PLANNER_BUDGET_SECONDS, Snapshot, plan
-from kilowatt.planner.options import replica_capacity
+from kilowatt.planner.options import CapacityTable, replica_capacity
 from kilowatt.state import service_state
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
 
@@ -61,6 +61,8 @@ class KilowattPolicy(Policy):
     def bind(self, plane: DataPlane) -> None:
         super().bind(plane)
         self.metrics = SimulatedMetrics(plane, self.price_queries)
+        # The operator measures its own curves; in the twin they are the run's (the same engine, measured once).
+        self.decider.capacity = CapacityTable(self.decider.capacity.calibration, curves=plane.capacity.curves)
 
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane, svc = self.plane, self.service
@@ -138,12 +140,16 @@ def _peak_rps(plane: DataPlane, window_s: float = 60.0) -> float:
     return float(rates.max()) if len(rates) else 0.0
 
 
-def _plan_for(plane: DataPlane, rps: float, at_s: float, headroom: float | None = None) -> Desired:
+def _plan_for(plane: DataPlane, rps: float, at_s: float, headroom: float | None = None,
+              percentile: float | None = None, capacity: CapacityTable | None = None) -> Desired:
     state = service_state(plane.service, rps, plane.mix)
     if headroom is not None:
         state = replace(state, burst_headroom=headroom)
+    if percentile is not None:
+        state = replace(state, percentile=percentile)
     pools = tuple(plane.pool_state(p) for p in plane.pools)
-    result = plan(Snapshot(plane.at(at_s), pools, (state,)), plane.capacity, exact=True, time_limit_seconds=5.0)
+    result = plan(Snapshot(plane.at(at_s), pools, (state,)), capacity or plane.capacity, exact=True,
+                  time_limit_seconds=5.0)
     placed = {p.pool: (p.replicas, p.tensor_parallel) for p in result.service(state.key).placement}
     return {p: placed.get(p, (0, 1)) for p in plane.pools}
 
@@ -159,6 +165,9 @@ class StaticPeakPolicy(Policy):
         return self.fixed
 
 
+LOWER_BOUND_PERCENTILE = 99.0
+
+
 class LowerBoundPolicy(Policy):
     name = "lower-bound"
     startup_override_seconds = 0.0
@@ -166,11 +175,19 @@ class LowerBoundPolicy(Policy):
     def __init__(self, period_seconds: float) -> None:
         self.period = period_seconds
 
+    def bind(self, plane: DataPlane) -> None:
+        super().bind(plane)
+        # The capacity the twin really delivers: measured on its engine for the trace's length distribution.
+        self.capacity = CapacityTable(plane.capacity.calibration, engine=True, curves=plane.capacity.curves)
+
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane = self.plane
         w = plane.workload
         lo, hi = np.searchsorted(w.arrival_s, [plane.now, plane.now + self.period])
-        return _plan_for(plane, (hi - lo) / self.period, plane.now + self.period / 2, headroom=0.0)
+        # Sized so that 99 % of requests meet the SLO (the attainment it must reach), not the SLO's own p95: a
+        # placement whose every replica keeps its p99 TTFT and TPOT within the targets serves >= 99 % within.
+        return _plan_for(plane, (hi - lo) / self.period, plane.now + self.period / 2, headroom=0.0,
+                         percentile=LOWER_BOUND_PERCENTILE, capacity=self.capacity)
 
 
 INPUT_EDGES = (0, 256, 512, 1024, 2048, 4096, math.inf)

@@ -19,6 +19,7 @@ import numpy as np
 from kilowatt.slo import within_slo
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.economics.prices import PriceSource
+from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.twin.dataplane import DataPlane, Sample, routed_as
 from kilowatt.twin.policies import make_policy
 from kilowatt.twin.workload import Workload
@@ -75,13 +76,15 @@ class PolicyResult:
 def run_policy(name: str, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
                prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
                period_seconds: float = 15.0, seed: int = 0,
-               progress: Callable[[str, float], None] | None = None, routing: str | None = None) -> PolicyResult:
-    """``routing``: how the cluster routes (None: the service's spec.routing.mode)."""
+               progress: Callable[[str, float], None] | None = None, routing: str | None = None,
+               curves: CurveBook | None = None) -> PolicyResult:
+    """``routing``: how the cluster routes (None: the service's spec.routing.mode). ``curves``: the engine's
+    latency curves, shared between the runs of one comparison (measured once, used by every policy)."""
     started = time.perf_counter()
     service, routing = routed_as(service, routing)
     policy = make_policy(name, service, pools, price_queries, period_seconds)
     plane = DataPlane(workload, service, pools, prices, start, seed=seed,
-                      startup_override_seconds=policy.startup_override_seconds, routing=routing)
+                      startup_override_seconds=policy.startup_override_seconds, routing=routing, curves=curves)
     policy.bind(plane)
     first_minute = float(np.sum(workload.arrival_s < 60.0)) / min(60.0, workload.duration_s)
     plane.apply(policy.decide(initial_rps=first_minute))
@@ -144,9 +147,10 @@ def simulate(policies: list[str], workload: Workload, service: InferenceService,
             print(f"  {name:12} {fraction:4.0%}", file=sys.stderr, flush=True)
 
     results = []
+    curves = CurveBook()
     for name in policies:
         result = run_policy(name, workload, service, pools, prices, price_queries, start, period_seconds, seed,
-                            None if quiet else progress, routing)
+                            None if quiet else progress, routing, curves)
         if not quiet:
             print(f"{chr(13) if tty else ''}  {name:12} {'#' * 30} done in {result.wall_seconds:.1f}s: ${result.cost_usd:.2f}, SLO "
                   f"{result.slo_attainment:.2%}", file=sys.stderr)

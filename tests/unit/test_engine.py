@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kilowatt.performance.capacity import CapacityModel, default_calibration
 from kilowatt.performance.engine import BLOCK_TOKENS, EngineTimes, Ledger, Replica, default_max_batched_tokens
@@ -121,3 +123,28 @@ def test_blocks_are_counted_per_request_rounded_up() -> None:
     replica.run([], np.array([0.0, 0.0]), np.array([17, 33]), np.array([50, 50]),
                 times.step_seconds(2, 50, 50) * 1.0001, ledger)
     assert replica.blocks_in_use() == math.ceil(17 / BLOCK_TOKENS) + math.ceil(33 / BLOCK_TOKENS)
+
+
+def _spread_quantiles(mean: float, sigma: float) -> tuple[float, ...]:
+    from statistics import NormalDist
+
+    from kilowatt.performance.lengths import LEVELS
+
+    z = NormalDist()
+    raw = [math.exp(sigma * z.inv_cdf(min(max(q, 0.002), 0.998))) for q in LEVELS]
+    scale = mean / math.exp(sigma * sigma / 2.0)
+    return tuple(scale * r for r in raw)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(prompt_mean=st.sampled_from([300.0, 800.0, 1500.0]), gpu=st.sampled_from(["RTX-4090", "H100-SXM"]),
+       sigma=st.sampled_from([0.3, 0.6]))
+def test_the_planners_capacity_falls_when_the_tail_grows_at_the_same_mean(prompt_mean, gpu, sigma) -> None:
+    from kilowatt.performance.capacity import TokenMix
+    from kilowatt.performance.slo_capacity import latency_curve
+
+    times = EngineTimes.of(CapacityModel(LLAMA_8B, gpu_by_name(gpu), 1, default_calibration()))
+    narrow = TokenMix(prompt_mean, 150.0, _spread_quantiles(prompt_mean, sigma), _spread_quantiles(150.0, 0.3))
+    wide = TokenMix(prompt_mean, 150.0, _spread_quantiles(prompt_mean, sigma + 0.9), _spread_quantiles(150.0, 0.3))
+    slo = (1.0, 0.05, 95.0)
+    assert latency_curve(times, wide).max_rps_within_slo(*slo) < latency_curve(times, narrow).max_rps_within_slo(*slo)

@@ -68,8 +68,7 @@ class LatencyCurve:
         slack = np.minimum(1.0 - ttft / ttft_seconds, 1.0 - tpot / tpot_seconds)
         rates = self.rates_rps
         if slack[0] < 0:
-            # Below the lightest recorded load: scale towards zero load (latency at ~0 load is the first point's).
-            return 0.0
+            return 0.0  # even 2 % of saturation misses: the SLO is out of reach for this replica and mix
         for i in range(1, len(rates)):
             if slack[i] < 0:
                 share = slack[i - 1] / (slack[i - 1] - slack[i])

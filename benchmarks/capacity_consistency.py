@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "operator"))
 
 from kilowatt.performance.capacity import CapacityModel, TokenMix, default_calibration  # noqa: E402
-from kilowatt.performance.engine import EngineTimes, Ledger, Replica  # noqa: E402
+from kilowatt.performance.engine import EngineTimes  # noqa: E402
 from kilowatt.performance.hardware import gpu_by_name  # noqa: E402
 from kilowatt.performance.lengths import (  # noqa: E402
     cumulative_histogram,
@@ -39,6 +39,7 @@ from kilowatt.performance.lengths import (  # noqa: E402
     vllm_length_buckets,
 )
 from kilowatt.performance.shapes import KNOWN_MODELS, ModelShape  # noqa: E402
+from kilowatt.performance.slo_capacity import measured_capacity_rps  # noqa: E402
 from kilowatt.planner.options import CapacityTable  # noqa: E402
 from kilowatt.planner.snapshot import PoolState, ServiceState  # noqa: E402
 from kilowatt.twin.workload import read_requests  # noqa: E402
@@ -82,36 +83,6 @@ def observed_mix(prompts: np.ndarray, outputs: np.ndarray, rng: np.random.Genera
                     quantiles_from_histogram(cumulative_histogram(o, bounds), 8192))
 
 
-def twin_capacity(times: EngineTimes, prompts: np.ndarray, outputs: np.ndarray, requests: int,
-                  rng: np.random.Generator) -> float:
-    pick = rng.integers(0, len(prompts), requests)
-    p, o = prompts[pick].astype(np.int64), np.maximum(1, outputs[pick]).astype(np.int64)
-    gaps = np.cumsum(rng.exponential(1.0, requests))
-    warm = requests // 10
-
-    def ok(rate: float) -> bool:
-        ledger = Ledger(requests)
-        Replica(times, 0, 0.0, 1).run(list(range(requests)), gaps / rate, p, o, math.inf, ledger)
-        ttft = ledger.ttft_s[warm:]
-        tpot = ledger.tpot_s[warm:]
-        tpot = tpot[~np.isnan(tpot)]
-        return (np.percentile(ttft, PERCENTILE) <= TTFT_S
-                and (not len(tpot) or np.percentile(tpot, PERCENTILE) <= TPOT_S))
-
-    # Saturation bounds the search: everything at once, completions per second.
-    ledger = Ledger(requests)
-    Replica(times, 0, 0.0, 1).run(list(range(requests)), np.zeros(requests), p, o, math.inf, ledger)
-    high = 1.2 * requests / float(np.nanmax(ledger.finish_s))
-    low = 0.0
-    if not ok(high * 0.01):
-        return 0.0
-    low = high * 0.01
-    while high - low > 0.01 * high:
-        mid = (low + high) / 2
-        low, high = (mid, high) if ok(mid) else (low, mid)
-    return low
-
-
 def degrees(shape: ModelShape, gpu: str) -> list[int]:
     fitting = [k for k in (1, 2, 4, 8) if CapacityModel(shape, gpu_by_name(gpu), k, default_calibration()).fits()]
     return fitting[:2]
@@ -144,7 +115,7 @@ def main() -> int:
                     t0 = time.perf_counter()
                     planner = table.replica(service, pool, k)[0]
                     planner_s = time.perf_counter() - t0
-                    twin = twin_capacity(times, prompts, outputs, args.requests, rng)
+                    twin = measured_capacity_rps(times, prompts, outputs, TTFT_S, TPOT_S, PERCENTILE, args.requests, rng)
                     error = (planner - twin) / twin if twin > 0 else (0.0 if planner <= 0 else math.inf)
                     cells.append({"model": model_name, "gpu": gpu, "tensorParallel": k, "mix": mix_name,
                                   "plannerRps": round(planner, 4), "twinRps": round(twin, 4),

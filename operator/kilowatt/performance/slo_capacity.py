@@ -9,10 +9,14 @@ below it (the same arrival and length draws at every rate, scaled, so the curve 
 percentile and online correction is then answered from the curve by interpolation, in microseconds.
 
 A curve costs a few tenths of a second of CPU (``benchmarks/capacity_consistency.py`` records it). A
-``CurveBook`` remembers curves for whoever plans, on a grid of length mixes: mean prompt and output lengths on a
-log grid (ratio ``MEAN_GRID``), the distribution's shape (quantiles relative to the mean) on a coarser one; a
-capacity between grid points is interpolated bilinearly in log-length, so a service whose mean lengths wander
-from period to period reuses four curves instead of measuring new ones.
+``CurveBook`` remembers curves for whoever plans: mean prompt and output lengths on a log grid (ratio
+``MEAN_GRID``), a capacity between grid points interpolated bilinearly in log-length, so a service whose mean
+lengths wander from period to period reuses four curves instead of measuring new ones. The distribution's shape
+(quantiles relative to the mean) is matched, not gridded: a curve measured for a shape whose every quantile is
+within ``SHAPE_TOLERANCE`` of this one's is reused. A length histogram's quantiles wobble from period to period
+around bucket bounds (vLLM's buckets are 1-2-5 wide); rounding each of nine quantiles on a grid turned that
+wobble into a new curve most periods, matching turns it into none, and services with similar traffic share
+curves.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from kilowatt.performance.lengths import sample_lengths
 # Offered load as a share of saturation; dense near the top, where SLO capacities usually sit.
 RATE_FRACTIONS = (0.02, 0.2, 0.4, 0.55, 0.68, 0.78, 0.85, 0.9, 0.94, 0.97)
 PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0)
-REQUESTS = 3000  # per rate; the first WARMUP_SHARE are left out (the replica starts empty)
+REQUESTS = 2000  # per rate; the first WARMUP_SHARE are left out (the replica starts empty)
 MEAN_GRID = 1.5  # mean lengths' grid (ratio between neighbours)
-SHAPE_GRID = 1.5  # quantile / mean grid
+SHAPE_TOLERANCE = 1.5  # a measured shape is reused when each quantile / mean is within this factor of it
 WARMUP_SHARE = 0.1
 SEED = 20261122
 
@@ -123,6 +127,36 @@ def latency_curve(times: EngineTimes, mix: TokenMix, requests: int = REQUESTS, s
     return LatencyCurve(saturation, tuple(rates), tuple(map(tuple, ttft_arr)), tuple(map(tuple, tpot_arr)))
 
 
+def measured_capacity_rps(times: EngineTimes, prompts: np.ndarray, outputs: np.ndarray, ttft_seconds: float,
+                          tpot_seconds: float, percentile: float, requests: int, rng: np.random.Generator) -> float:
+    """The twin's answer to what ``CurveBook.capacity`` predicts: the highest Poisson rate at which the engine,
+    serving ``requests`` lengths drawn from the real populations (the first ``WARMUP_SHARE`` left out), keeps the
+    percentile TTFT and TPOT within the SLO; binary search to 1 % of saturation. 0 when 1 % of saturation
+    already misses."""
+    pick = rng.integers(0, len(prompts), requests)
+    p = np.maximum(1, prompts[pick]).astype(np.int64)
+    o = np.maximum(1, outputs[pick]).astype(np.int64)
+    gaps = np.cumsum(rng.exponential(1.0, requests))
+    warm = int(WARMUP_SHARE * requests)
+
+    def within(rate: float) -> bool:
+        ledger = _serve(times, gaps / rate, p, o)
+        ttft = ledger.ttft_s[warm:]
+        tpot = ledger.tpot_s[warm:]
+        tpot = tpot[~np.isnan(tpot)]
+        return bool(np.percentile(ttft, percentile) <= ttft_seconds
+                    and (not len(tpot) or np.percentile(tpot, percentile) <= tpot_seconds))
+
+    high = 1.2 * saturation_rps(times, p, o)
+    if high <= 0 or not within(0.01 * high):
+        return 0.0
+    low = 0.01 * high
+    while high - low > 0.01 * high:
+        mid = (low + high) / 2
+        low, high = (mid, high) if within(mid) else (low, mid)
+    return low
+
+
 def _grid_neighbours(x: float, step: float) -> tuple[float, float, float]:
     """(lower grid point, upper grid point, weight of the upper) around x on a log grid."""
     position = math.log(max(x, 1.0)) / math.log(step)
@@ -130,10 +164,18 @@ def _grid_neighbours(x: float, step: float) -> tuple[float, float, float]:
     return step ** low, step ** (low + 1), position - low
 
 
-def _shape_on_grid(quantiles: tuple[float, ...], mean: float) -> tuple[float, ...]:
-    """Quantiles relative to their mean, rounded on the shape grid (empty stays empty: the default shape)."""
-    return tuple(float(f"{SHAPE_GRID ** round(math.log(max(q, 1e-9) / mean) / math.log(SHAPE_GRID)):.4g}")
-                 for q in quantiles)
+def _relative_shape(quantiles: tuple[float, ...], mean: float) -> tuple[float, ...]:
+    """Quantiles relative to their mean (empty stays empty: the default shape)."""
+    return tuple(max(q, 1e-9) / mean for q in quantiles)
+
+
+def _close(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Two relative shapes within SHAPE_TOLERANCE at every level above the smallest (the shortest request seen
+    decides nothing)."""
+    if len(a) != len(b):
+        return False
+    limit = math.log(SHAPE_TOLERANCE)
+    return all(abs(math.log(x / y)) <= limit for x, y in zip(a[1:], b[1:]))
 
 
 class CurveBook:
@@ -143,23 +185,35 @@ class CurveBook:
 
     def __init__(self, limit: int = 2000) -> None:
         self.limit = limit
-        self._curves: dict[tuple[EngineTimes, TokenMix], LatencyCurve] = {}
+        # (engine constants, mean prompt, mean output) -> [(input shape, output shape, curve)], first measured first
+        self._curves: dict[tuple[EngineTimes, float, float], list[tuple[tuple, tuple, LatencyCurve]]] = {}
+        self._count = 0
         self.measured = 0  # curves measured so far (what the cache saved shows in its absence)
 
     def curve(self, times: EngineTimes, mix: TokenMix) -> LatencyCurve:
-        key = (times, mix)
-        found = self._curves.get(key)
-        if found is None:
-            if len(self._curves) >= self.limit:
+        """The curve for ``mix`` (means exactly; a shape within SHAPE_TOLERANCE of a measured one reuses it)."""
+        key = (times, mix.input_tokens, mix.output_tokens)
+        in_shape = _relative_shape(mix.input_quantiles, mix.input_tokens)
+        out_shape = _relative_shape(mix.output_quantiles, mix.output_tokens)
+        measured = self._curves.get(key)
+        if measured is None:
+            if self._count >= self.limit:
                 self._curves.clear()
-            found = self._curves[key] = latency_curve(times, mix)
-            self.measured += 1
-        return found
+                self._count = 0
+            measured = self._curves[key] = []
+        for i, o, curve in measured:
+            if _close(i, in_shape) and _close(o, out_shape):
+                return curve
+        curve = latency_curve(times, mix)
+        measured.append((in_shape, out_shape, curve))
+        self._count += 1
+        self.measured += 1
+        return curve
 
     def _corners(self, mix: TokenMix) -> list[tuple[float, TokenMix]]:
         """The grid mixes around ``mix``, with their bilinear weights."""
-        in_shape = _shape_on_grid(mix.input_quantiles, mix.input_tokens)
-        out_shape = _shape_on_grid(mix.output_quantiles, mix.output_tokens)
+        in_shape = _relative_shape(mix.input_quantiles, mix.input_tokens)
+        out_shape = _relative_shape(mix.output_quantiles, mix.output_tokens)
         i_lo, i_hi, wi = _grid_neighbours(mix.input_tokens, MEAN_GRID)
         o_lo, o_hi, wo = _grid_neighbours(mix.output_tokens, MEAN_GRID)
         out = []

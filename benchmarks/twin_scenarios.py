@@ -1,6 +1,6 @@
 """Twin scenarios, fidelity and speed, for benchmarks/RESULTS.md.
 
-    python benchmarks/twin_scenarios.py [--only a,b,c,fidelity,speed] [--out benchmarks/results/twin.json]
+    python benchmarks/twin_scenarios.py [--only a,b,c,engine,fidelity,speed] [--out benchmarks/results/twin.json]
 
 (a) a small owned RTX 4090 pool (8 GPUs) plus elastic cloud H100s, flat prices, the Azure conversation trace
     scaled ×8 (one hour);
@@ -51,12 +51,14 @@ def verdict(policies: list[dict]) -> dict:
     return out
 
 
-def scenario(name: str, workload, prices: dict, policies: list[str] = POLICIES, routing: str | None = None) -> dict:
+def scenario(name: str, workload, prices: dict, policies: list[str] = POLICIES, routing: str | None = None,
+             engine_capacity: bool = False) -> dict:
     pools, services = load_objects([SCENARIO])
     print(f"scenario {name}: {len(workload):,} requests, {workload.duration_s / 3600:.1f} h, {routing} routing",
           file=sys.stderr)
     started = time.perf_counter()
-    results = simulate(policies, workload, services[0], pools, prices, {}, START, routing=routing)
+    results = simulate(policies, workload, services[0], pools, prices, {}, START, routing=routing,
+                       engine_capacity=engine_capacity)
     policies = [r.to_json() for r in results]
     return {"requests": len(workload), "hours": workload.duration_s / 3600, "wallSeconds": time.perf_counter() - started,
             "policies": policies, "verdict": verdict(policies)}
@@ -90,15 +92,21 @@ def main() -> int:
             results["b"] = scenario("b", day, {p.name: series for p in pools})
         elif part == "c":
             results["c"] = scenario("c", shaped(code, None, 8.0, seed=1), {})
+        elif part == "engine":
+            # (a) and (c) with every policy planning on the engine-measured SLO capacity (--capacity engine).
+            results["engineCapacity"] = {
+                "a": scenario("a/engine", shaped(conv, None, 8.0, seed=1), {}, engine_capacity=True),
+                "c": scenario("c/engine", shaped(code, None, 8.0, seed=1), {}, engine_capacity=True)}
         elif part == "speed":
             pools, services = load_objects([SCENARIO])
             million = shaped(conv, None, 8.0, duration_s=1_000_000 / (len(conv) / conv.duration_s * 8.0), seed=2)
             speed = {"requests": len(million)}
-            for policy in ("static-peak", "kilowatt"):
+            for policy, engine in (("static-peak", False), ("kilowatt", False), ("kilowatt", True)):
                 t = time.perf_counter()
-                r = run_policy(policy, million, services[0], pools, {}, {}, START)
-                speed[policy] = {"wallSeconds": time.perf_counter() - t, "finished": r.finished}
-                print(f"speed {policy}: {speed[policy]}", file=sys.stderr)
+                r = run_policy(policy, million, services[0], pools, {}, {}, START, engine_capacity=engine)
+                key = f"{policy}-engine-capacity" if engine else policy
+                speed[key] = {"wallSeconds": time.perf_counter() - t, "finished": r.finished}
+                print(f"speed {key}: {speed[key]}", file=sys.stderr)
             results["speed"] = speed
         out_path.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: v.get("verdict", v) if isinstance(v, dict) else v for k, v in results.items()}, indent=2))

@@ -307,9 +307,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               f"{', '.join(p.name for p in pools)}: {', '.join(policies)}", file=sys.stderr)
     service, routing = routed_as(service, args.routing)
     results = simulate(policies, workload, service, pools, prices, {}, start, args.period_seconds, args.seed,
-                       quiet=args.quiet, routing=routing)
+                       quiet=args.quiet, routing=routing,
+                       engine_capacity=args.capacity == "engine")
     summary = {"service": service.key, "requests": len(workload), "durationHours": round(workload.duration_s / 3600, 4),
                "workload": workload.label, "start": start.isoformat(), "routing": routing,
+               "capacity": args.capacity,
                "policies": [r.to_json() for r in results]}
     if args.report:
         from kilowatt.twin.report import write_report
@@ -495,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the cluster routes, overriding the service's spec.routing.mode (the default): service "
                         "(one Service, equal shares), weighted (an HTTPRoute weighted by capacity) or inferencepool "
                         "(by weight, then each replica of the pool in turn)")
+    p.add_argument("--capacity", choices=["analytic", "engine"], default="analytic",
+                   help="the SLO capacity every policy plans with: analytic (the operator's model today) or engine "
+                        "(measured on the twin's engine for the trace's length distribution: the one truth)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="directory for the plots and report.html")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

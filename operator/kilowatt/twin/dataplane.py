@@ -106,7 +106,8 @@ class DataPlane:
     def __init__(self, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
                  prices: dict[str, PriceSource], start: datetime, seed: int = 0,
                  startup_override_seconds: float | None = None, metrics_window_seconds: float = 60.0,
-                 routing: str | None = None, curves: CurveBook | None = None) -> None:
+                 routing: str | None = None, curves: CurveBook | None = None,
+                 engine_capacity: bool = False) -> None:
         service, self.routing = routed_as(service, routing)
         self._turn: dict[str, int] = {}  # pool -> the next replica's turn (inferencepool routing)
         self.workload = workload
@@ -140,7 +141,9 @@ class DataPlane:
         self._state = service_state(service, 0.0, mix)
         # Per-replica capacities of this run's service, shared with its policies; the engine's latency curves
         # (``curves``) may be shared across runs on the same pools.
-        self.capacity = CapacityTable(curves=curves)
+        # engine_capacity: every policy plans with the SLO capacity measured on this engine (the one truth);
+        # else with the analytic model (the operator's default today).
+        self.capacity = CapacityTable(curves=curves, engine=engine_capacity)
 
     # -- what runs ------------------------------------------------------------------------------------------------
     def at(self, t_s: float) -> datetime:

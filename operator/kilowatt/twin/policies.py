@@ -62,7 +62,8 @@ class KilowattPolicy(Policy):
         super().bind(plane)
         self.metrics = SimulatedMetrics(plane, self.price_queries)
         # The operator measures its own curves; in the twin they are the run's (the same engine, measured once).
-        self.decider.capacity = CapacityTable(self.decider.capacity.calibration, curves=plane.capacity.curves)
+        self.decider.capacity = CapacityTable(self.decider.capacity.calibration, engine=plane.capacity.engine,
+                                              curves=plane.capacity.curves)
 
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane, svc = self.plane, self.service

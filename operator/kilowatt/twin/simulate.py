@@ -77,14 +77,16 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
                prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
                period_seconds: float = 15.0, seed: int = 0,
                progress: Callable[[str, float], None] | None = None, routing: str | None = None,
-               curves: CurveBook | None = None) -> PolicyResult:
+               curves: CurveBook | None = None, engine_capacity: bool = False) -> PolicyResult:
     """``routing``: how the cluster routes (None: the service's spec.routing.mode). ``curves``: the engine's
-    latency curves, shared between the runs of one comparison (measured once, used by every policy)."""
+    latency curves, shared between the runs of one comparison (measured once, used by every policy).
+    ``engine_capacity``: every policy plans with the SLO capacity measured on the engine, not the analytic model."""
     started = time.perf_counter()
     service, routing = routed_as(service, routing)
     policy = make_policy(name, service, pools, price_queries, period_seconds)
     plane = DataPlane(workload, service, pools, prices, start, seed=seed,
-                      startup_override_seconds=policy.startup_override_seconds, routing=routing, curves=curves)
+                      startup_override_seconds=policy.startup_override_seconds, routing=routing, curves=curves,
+                      engine_capacity=engine_capacity)
     policy.bind(plane)
     first_minute = float(np.sum(workload.arrival_s < 60.0)) / min(60.0, workload.duration_s)
     plane.apply(policy.decide(initial_rps=first_minute))
@@ -137,7 +139,7 @@ def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int =
 def simulate(policies: list[str], workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
              prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
              period_seconds: float = 15.0, seed: int = 0, quiet: bool = False,
-             routing: str | None = None) -> list[PolicyResult]:
+             routing: str | None = None, engine_capacity: bool = False) -> list[PolicyResult]:
     tty = sys.stderr.isatty()
 
     def progress(name: str, fraction: float) -> None:
@@ -150,7 +152,7 @@ def simulate(policies: list[str], workload: Workload, service: InferenceService,
     curves = CurveBook()
     for name in policies:
         result = run_policy(name, workload, service, pools, prices, price_queries, start, period_seconds, seed,
-                            None if quiet else progress, routing, curves)
+                            None if quiet else progress, routing, curves, engine_capacity)
         if not quiet:
             print(f"{chr(13) if tty else ''}  {name:12} {'#' * 30} done in {result.wall_seconds:.1f}s: ${result.cost_usd:.2f}, SLO "
                   f"{result.slo_attainment:.2%}", file=sys.stderr)

@@ -131,8 +131,8 @@ def measured_capacity_rps(times: EngineTimes, prompts: np.ndarray, outputs: np.n
                           tpot_seconds: float, percentile: float, requests: int, rng: np.random.Generator) -> float:
     """The twin's answer to what ``CurveBook.capacity`` predicts: the highest Poisson rate at which the engine,
     serving ``requests`` lengths drawn from the real populations (the first ``WARMUP_SHARE`` left out), keeps the
-    percentile TTFT and TPOT within the SLO; binary search to 1 % of saturation. 0 when 1 % of saturation
-    already misses."""
+    percentile TTFT and TPOT within the SLO; binary search from 1.2 x saturation down until the bracket is within 1 %
+    of its top. 0 when the lightest probe (1 % of that bound) already misses."""
     pick = rng.integers(0, len(prompts), requests)
     p = np.maximum(1, prompts[pick]).astype(np.int64)
     o = np.maximum(1, outputs[pick]).astype(np.int64)

@@ -67,8 +67,9 @@ class CapacityTable:
         self.limit = limit
         # True: SLO capacity measured on the serving engine for the mix's length distribution (the twin's
         # truth, kilowatt.performance.slo_capacity); False: the analytic model at the mix's means (fast, coarser).
-        # Not yet the default: a service whose length mix moves measures new curves most periods, which costs the
-        # twin's loop 20x (benchmarks/RESULTS.md, issue 12).
+        # Not yet the default: every new (model shape, GPU, degree, length mix) measures curves (~0.26 s each), too
+        # slow for an operator's first period at 1,000 services until curves are measured in the background or
+        # tabulated offline (benchmarks/RESULTS.md, issue 12). `kilowatt simulate --capacity engine` turns it on.
         self.engine = engine
         self.curves = curves if curves is not None else CurveBook()
         self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}

@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, RoutingMode, short_error
-from kilowatt.economics import PoolEconomics, PowerCurve, price_source_from_spec
+from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, Ownership, RoutingMode, short_error
+from kilowatt.economics import PoolEconomics, PowerCurve, carbon_source_from_spec, price_source_from_spec
 from kilowatt.performance import GPU, ModelShape, TokenMix
 from kilowatt.performance.capacity import default_calibration
 from kilowatt.planner.snapshot import CurrentPlacement, PoolState, ServiceState, Snapshot
@@ -30,14 +30,20 @@ def gpu_of(pool: AcceleratorPool) -> GPU:
 
 
 def pool_state(
-    pool: AcceleratorPool, gpus_available: int | None = None, price_usd_per_kwh: float | None = None
+    pool: AcceleratorPool, gpus_available: int | None = None, price_usd_per_kwh: float | None = None,
+    grams_co2_per_kwh: float | None = None,
 ) -> PoolState:
-    """``gpus_available``: GPUs discovered on matching nodes (None: use maxGPUs, or 0 if unset)."""
+    """``gpus_available``: GPUs discovered on matching nodes (None: use maxGPUs, or 0 if unset);
+    ``price_usd_per_kwh`` / ``grams_co2_per_kwh``: this period's Prometheus readings, where the pool reads them."""
     gpu = gpu_of(pool)
     spec = pool.spec
     price = price_source_from_spec(spec.cost.electricity, price_usd_per_kwh)
     curve = PowerCurve(gpu.idle_power_watts, gpu.board_power_watts, default_calibration().power_exponent)
-    economics = PoolEconomics(spec.cost.usd_per_gpu_hour, spec.cost.pue, curve, price)
+    carbon = spec.cost.carbon
+    economics = PoolEconomics(spec.cost.usd_per_gpu_hour, spec.cost.pue, curve, price,
+                              owned=spec.cost.ownership is Ownership.OWNED,
+                              carbon=carbon_source_from_spec(spec.cost, grams_co2_per_kwh),
+                              usd_per_tonne_co2=carbon.usd_per_tonne_co2 if carbon is not None else 0.0)
     if gpus_available is None:
         gpus = spec.max_gpus or 0
     else:

@@ -109,6 +109,12 @@ def _pool(name, mutate):
         (_pool("bad-pue", lambda s: s["cost"].update(pue=0.5)), "spec.cost.pue"),
         (_pool("bad-hour", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "UTC", "periods": [
             {"start": "25:00", "end": "24:00", "usdPerKWh": 0.1}]}})), "spec.cost.electricity.timeOfUse.periods"),
+        (_pool("short-day", lambda s: s["cost"].update(carbon={"hourly": {"timeZone": "UTC",
+                                                                            "gramsCO2PerKWh": [300] * 23}})),
+         "spec.cost.carbon.hourly.gramsCO2PerKWh"),
+        (_pool("neg-carbon", lambda s: s["cost"].update(carbon={"gramsCO2PerKWh": -1})),
+         "spec.cost.carbon.gramsCO2PerKWh"),
+        (_pool("bad-ownership", lambda s: s["cost"].update(ownership="Leased")), "spec.cost.ownership"),
     ],
     ids=lambda x: x if isinstance(x, str) else x["metadata"]["name"],
 )
@@ -136,6 +142,11 @@ CROSS_FIELD = [
         timeOfUse={"timeZone": "UTC", "periods": _TILES})), "spec.cost.electricity",
      "exactly one of flatUsdPerKWh, timeOfUse and prometheus"),
     (_pool("no-price", lambda s: s["cost"].update(electricity={"gramsCO2PerKWh": 300})), "spec.cost.electricity",
+     "exactly one of"),
+    (_pool("two-carbons", lambda s: s["cost"].update(carbon={"gramsCO2PerKWh": 300, "prometheus": {
+        "query": "grid_carbon_intensity", "fallbackGramsCO2PerKWh": 400}})), "spec.cost.carbon",
+     "exactly one of gramsCO2PerKWh, hourly and prometheus"),
+    (_pool("carbon-price-only", lambda s: s["cost"].update(carbon={"usdPerTonneCO2": 80})), "spec.cost.carbon",
      "exactly one of"),
     (_pool("gap", lambda s: s["cost"].update(electricity={"timeOfUse": {"timeZone": "UTC", "periods": [
         {"start": "00:00", "end": "07:00", "usdPerKWh": 0.1}, {"start": "08:00", "end": "24:00", "usdPerKWh": 0.2}]}})),

@@ -48,10 +48,14 @@ def test_names_columns_and_subresources():
         assert spec["names"]["categories"] == ["kilowatt"]
         version = spec["versions"][0]
         assert version["subresources"] == {"status": {}}  # no scale: replicas span one Deployment per pool
-    isvc_columns = [c["name"] for c in isvc["versions"][0]["additionalPrinterColumns"]]
+    # Priority-1 columns show with `kubectl get -o wide` only.
+    isvc_columns = [c["name"] for c in isvc["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
     assert isvc_columns == ["Mode", "Replicas", "Placement", "Req/s", "TTFT-ms", "SLO-Met", "USD/h", "Age"]
-    pool_columns = [c["name"] for c in pool["versions"][0]["additionalPrinterColumns"]]
+    pool_columns = [c["name"] for c in pool["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
     assert pool_columns == ["GPU", "GPUs", "In-Use", "USD/GPU-h", "USD/kWh", "Age"]
+    wide = [c["name"] for spec in (isvc, pool) for c in spec["versions"][0]["additionalPrinterColumns"]
+            if c.get("priority")]
+    assert wide == ["CO2-kg/day", "Ownership", "gCO2/kWh"]
 
 
 def test_schema_carries_validation_and_descriptions():

@@ -77,3 +77,49 @@ def test_example_pool_prices_come_from_the_spec():
     assert tou.usd_per_kwh(datetime(2026, 7, 2, 1, 30, tzinfo=timezone.utc)) == 0.41  # 18:30 PDT
     assert tou.usd_per_kwh(datetime(2026, 7, 2, 10, 0, tzinfo=timezone.utc)) == 0.14  # 03:00 PDT
     assert price_source_from_spec(by_name["h100"].spec.cost.electricity).usd_per_kwh(NOON) == 0.10
+
+
+def test_a_tonne_is_a_million_grams_and_carbon_is_priced_not_paid():
+    from kilowatt.economics import FlatCarbon
+    # 1 GPU at 450 W, PUE 1.2 = 0.54 kW x 400 g/kWh = 216 g/h; at $100/t that is $0.0216/h.
+    econ = PoolEconomics(1.0, 1.2, PowerCurve(0, 450, 1.0), FlatPrice(0.10), carbon=FlatCarbon(400),
+                         usd_per_tonne_co2=100.0)
+    cost = econ.replica_cost(1, 1.0, NOON)
+    assert cost.co2_grams_per_hour == pytest.approx(216.0)
+    assert cost.carbon_usd_per_hour == pytest.approx(0.0216)
+    assert cost.total_usd_per_hour == pytest.approx(1.0 + 0.054)  # what is paid: no carbon in it
+    assert cost.objective_usd_per_hour == pytest.approx(1.0 + 0.054 + 0.0216)
+
+
+def test_an_owned_replicas_marginal_cost_is_its_energy_above_idle():
+    curve = PowerCurve(68, 450, 1.0)
+    owned = PoolEconomics(0.10, 1.4, curve, FlatPrice(0.20), owned=True)
+    rented = PoolEconomics(0.10, 1.4, curve, FlatPrice(0.20))
+    marginal = owned.marginal_cost(2, 0.5, NOON)
+    # 2 GPUs x (259 - 68) W above idle = 382 W x 1.4 = 534.8 W at the wall x $0.20/kWh
+    assert marginal.power_watts == pytest.approx(2 * (259 - 68) * 1.4)
+    assert marginal.energy_usd_per_hour == pytest.approx(2 * (259 - 68) * 1.4 / 1000 * 0.20)
+    assert marginal.hardware_usd_per_hour < 0.001  # sunk, but never quite free
+    assert owned.replica_cost(2, 0.5, NOON) == rented.replica_cost(2, 0.5, NOON)  # what reports charge
+    assert rented.marginal_cost(2, 0.5, NOON) == rented.replica_cost(2, 0.5, NOON)
+    assert owned.idle_cost(3, NOON).hardware_usd_per_hour == pytest.approx(0.30)  # paid, used or not
+    assert owned.idle_cost(3, NOON).power_watts == pytest.approx(3 * 68 * 1.4)
+    assert rented.idle_cost(3, NOON).total_usd_per_hour == 0.0
+
+
+def test_carbon_sources_from_the_spec():
+    from kilowatt.api.v1alpha1 import PoolCost
+    from kilowatt.economics import carbon_source_from_spec
+    hourly = PoolCost.model_validate({"usdPerGPUHour": 1, "electricity": {"flatUsdPerKWh": 0.1}, "carbon": {
+        "hourly": {"timeZone": "Europe/Berlin", "gramsCO2PerKWh": list(range(24))}}})
+    # NOON UTC in July is 14:00 in Berlin.
+    assert carbon_source_from_spec(hourly).grams_co2_per_kwh(NOON) == 14
+    prom = PoolCost.model_validate({"usdPerGPUHour": 1, "electricity": {"flatUsdPerKWh": 0.1}, "carbon": {
+        "prometheus": {"query": "grid_intensity", "fallbackGramsCO2PerKWh": 350}}})
+    assert carbon_source_from_spec(prom).grams_co2_per_kwh(NOON) == 350
+    assert carbon_source_from_spec(prom, 120.0).grams_co2_per_kwh(NOON) == 120  # this period's reading
+    legacy = PoolCost.model_validate({"usdPerGPUHour": 1, "electricity": {"flatUsdPerKWh": 0.1,
+                                                                         "gramsCO2PerKWh": 300}})
+    assert carbon_source_from_spec(legacy).grams_co2_per_kwh(NOON) == 300
+    none = PoolCost.model_validate({"usdPerGPUHour": 1, "electricity": {"flatUsdPerKWh": 0.1}})
+    assert carbon_source_from_spec(none) is None

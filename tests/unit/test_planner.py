@@ -353,3 +353,48 @@ def test_no_demand_is_left_unmet_where_a_pool_has_room_for_it():
 
     check()
     assert len(checked) >= 30, f"only {len(checked)} short services checked"
+
+
+def _owned(econ_pool: PoolState, owned: bool) -> PoolState:
+    from dataclasses import replace
+    return replace(econ_pool, economics=replace(econ_pool.economics, owned=owned))
+
+
+@pytest.mark.parametrize("owned", [True, False])
+def test_owned_gpus_are_used_first_when_their_energy_is_cheaper_than_renting(owned):
+    # The owned 4090s' amortised price ($0.50/GPU-h: bought at a bad time) is dearer than renting the same GPU at
+    # $0.30, but once bought it is paid either way: only their energy above idle is the price of using them.
+    pools = (_owned(pool("own", "RTX-4090", 16, 0.50, per_node=4), owned),
+             pool("cloud", "RTX-4090", 16, 0.30, per_node=4))
+    s = plan(Snapshot(NOON, pools, (service(demand=5),))).service("default/a")
+    assert {p.pool for p in s.placement} == ({"own"} if owned else {"cloud"})
+    if owned:
+        assert "owned hardware is paid either way" in s.reason
+
+
+def test_owned_gpus_are_not_used_when_their_energy_costs_more_than_renting():
+    # An ERCOT-like spike: $9/kWh makes the owned GPUs' energy alone dearer than a rented H100.
+    pools = (_owned(pool("rtx4090", "RTX-4090", 16, 0.10, usd_per_kwh=9.0, per_node=4), True),
+             pool("h100", "H100-SXM", 16, 2.49, per_node=8))
+    s = plan(Snapshot(NOON, pools, (service(demand=5),))).service("default/a")
+    assert {p.pool for p in s.placement} == {"h100"}
+
+
+def test_a_carbon_price_moves_load_to_the_cleaner_pool():
+    from dataclasses import replace
+    from kilowatt.economics import FlatCarbon
+
+    def priced(usd_per_tonne):
+        dirty = pool("dirty", "H100-SXM", 16, 2.40, per_node=8)
+        clean = pool("clean", "H100-SXM", 16, 2.45, per_node=8)
+        dirty = replace(dirty, economics=replace(dirty.economics, carbon=FlatCarbon(900),
+                                                 usd_per_tonne_co2=usd_per_tonne))
+        clean = replace(clean, economics=replace(clean.economics, carbon=FlatCarbon(30),
+                                                 usd_per_tonne_co2=usd_per_tonne))
+        return plan(Snapshot(NOON, (dirty, clean), (service(demand=5),))).service("default/a")
+
+    assert {p.pool for p in priced(0.0).placement} == {"dirty"}  # reported, not priced: the cheaper one
+    # 700 W x 1.2 PUE x 870 g/kWh more = ~0.73 kg/h: at $200/t, $0.15/h per GPU > the $0.05 difference.
+    chosen = priced(200.0)
+    assert {p.pool for p in chosen.placement} == {"clean"}
+    assert "carbon" in chosen.reason

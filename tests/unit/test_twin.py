@@ -55,9 +55,15 @@ def test_every_policy_serves_every_request_and_pays_for_its_gpu_hours(examples, 
     assert r.dropped == 0  # every policy has replicas at the end; the drain serves what is left
     assert 0.0 <= r.slo_attainment <= 1.0
     # Two accumulators kept apart in the data plane: dollars charged and GPU-hours held.
-    rate = {p.name: p.spec.cost.usd_per_gpu_hour for p in pools}
+    # Rented pools charge the GPU-hours held; owned ones every GPU for the whole run, used or not.
+    rented = {p.name: p.spec.cost.usd_per_gpu_hour for p in pools if p.spec.cost.ownership.value == "Rented"}
+    owned = sum(p.spec.max_gpus * p.spec.cost.usd_per_gpu_hour for p in pools if p.name not in rented)
+    assert owned > 0 and rented  # the examples have one of each
     assert sum(r.gpu_hours.values()) > 0
-    assert r.hardware_usd == pytest.approx(sum(h * rate[p] for p, h in r.gpu_hours.items()))
+    ran_hours = max(s.t_s for s in r.samples) / 3600.0
+    assert r.owned_hardware_usd == pytest.approx(owned * ran_hours)
+    assert r.hardware_usd == pytest.approx(sum(h * rented[p] for p, h in r.gpu_hours.items() if p in rented)
+                                           + r.owned_hardware_usd)
 
 
 def test_each_request_arrives_once_and_finishes_once(examples, conv):
@@ -86,7 +92,12 @@ def test_requests_with_nowhere_to_go_are_dropped_not_lost(examples, conv):
     plane.advance(w.duration_s)
     r = summarise("nothing", plane, 0.0)
     assert r.finished == 0 and r.dropped == len(w) and r.slo_attainment == 0.0
-    assert r.cost_usd == 0.0
+    assert r.gpu_hours == {p.name: 0.0 for p in pools}
+    # Nothing ran: only the owned pool's hardware and idle power were paid.
+    assert r.cost_usd == pytest.approx(r.owned_hardware_usd + r.energy_usd) and r.owned_hardware_usd > 0
+    owned = [p for p in pools if p.spec.cost.ownership.value == "Owned"]
+    idle_kwh = sum(p.spec.max_gpus * p.spec.gpu.idle_watts * p.spec.cost.pue for p in owned) / 1000 * w.duration_s / 3600
+    assert r.energy_kwh == pytest.approx(idle_kwh)
 
 
 def test_a_new_replica_serves_only_after_the_pools_startup_delay(examples, conv):
@@ -145,9 +156,11 @@ def test_load_draws_more_power_than_idle(examples, conv):
         kwh[name] = plane.accounts.energy_kwh
     rtx = next(p for p in pools if p.name == "rtx4090").spec
     hours = 4 * w.duration_s / 3600
-    assert kwh["idle"] == pytest.approx(hours * rtx.gpu.idle_watts * rtx.cost.pue / 1000)  # idle: idle watts
-    assert kwh["busy"] > 1.2 * kwh["idle"]
-    assert kwh["busy"] <= hours * rtx.gpu.board_power_watts * rtx.cost.pue / 1000
+    # The pool is owned: its other GPUs draw idle power all along, whatever the replicas do.
+    others = (rtx.max_gpus - 4) * w.duration_s / 3600 * rtx.gpu.idle_watts * rtx.cost.pue / 1000
+    assert kwh["idle"] == pytest.approx(hours * rtx.gpu.idle_watts * rtx.cost.pue / 1000 + others)
+    assert kwh["busy"] - others > 1.2 * (kwh["idle"] - others)
+    assert kwh["busy"] - others <= hours * rtx.gpu.board_power_watts * rtx.cost.pue / 1000
 
 
 def test_prices_are_read_in_usd_per_kwh_and_negative_prices_are_clipped():
@@ -302,3 +315,50 @@ def test_a_static_placement_sized_on_the_engines_capacity_meets_the_slo_the_anal
     assert engine.to_json()["sloAttainment"] >= 0.99
     assert analytic.to_json()["sloAttainment"] < 0.99
     assert engine.to_json()["costUsd"] > analytic.to_json()["costUsd"]  # the truth costs more GPUs, not less
+
+
+def _pool_body(name: str, cost: dict, max_gpus: int = 4) -> AcceleratorPool:
+    return AcceleratorPool.model_validate({
+        "apiVersion": "kilowatt.dev/v1alpha1", "kind": "AcceleratorPool", "metadata": {"name": name},
+        "spec": {"gpu": {"model": "RTX-4090", "memoryGiB": 24, "memoryBandwidthGBps": 1008, "fp16TFLOPS": 165,
+                         "boardPowerWatts": 450, "idlePowerWatts": 68},
+                 "maxGPUs": max_gpus, "replicaStartupSeconds": 0, "cost": cost}})
+
+
+def test_an_owned_pool_is_paid_for_whole_and_its_unused_gpus_draw_idle_power():
+    cost = {"usdPerGPUHour": 0.10, "ownership": "Owned", "pue": 1.4, "electricity": {"flatUsdPerKWh": 0.20},
+            "carbon": {"gramsCO2PerKWh": 400}}
+    pool = _pool_body("owned", cost)
+    _, services = load_objects([EXAMPLES])
+    empty = Workload(np.zeros(0), np.zeros(0), np.zeros(0), 3600.0, "empty")
+    plane = DataPlane(empty, services[0], [pool], {}, START)
+    plane.apply({"owned": (1, 1)})  # one idle replica on one of four owned GPUs, for one hour
+    plane.advance(3600.0)
+    a = plane.accounts
+    assert a.hardware_usd == pytest.approx(4 * 0.10) == pytest.approx(a.owned_hardware_usd)  # all four GPUs
+    kwh = 4 * 68 * 1.4 / 1000  # the replica's GPU idles, and so do the three no replica holds
+    assert a.energy_kwh == pytest.approx(kwh)
+    assert a.energy_usd == pytest.approx(kwh * 0.20)
+    assert a.co2_kg == pytest.approx(kwh * 400 / 1000)  # 400 g/kWh, in kg
+    assert a.gpu_hours == {"owned": pytest.approx(1.0)}  # GPU-hours are what replicas held
+    # Nothing running: the same hardware and idle energy; the sample's rate says so too.
+    idle = DataPlane(empty, services[0], [pool], {}, START)
+    idle.advance(3600.0)
+    assert idle.accounts.hardware_usd == pytest.approx(a.hardware_usd)
+    assert idle.accounts.energy_kwh == pytest.approx(kwh)
+    assert idle.samples[-1].cost_usd_per_hour == pytest.approx(4 * 0.10 + kwh * 0.20)
+
+
+def test_a_rented_pool_reports_carbon_from_its_energy():
+    cost = {"usdPerGPUHour": 0.10, "pue": 1.4, "electricity": {"flatUsdPerKWh": 0.20},
+            "carbon": {"hourly": {"timeZone": "UTC", "gramsCO2PerKWh": [100] * 12 + [500] * 12}}}
+    pool = _pool_body("rented", cost)
+    _, services = load_objects([EXAMPLES])
+    empty = Workload(np.zeros(0), np.zeros(0), np.zeros(0), 3600.0, "empty")
+    plane = DataPlane(empty, services[0], [pool], {}, START.replace(hour=11, minute=30))
+    plane.apply({"rented": (2, 1)})
+    plane.advance(1800.0)  # 11:30-12:00 UTC at 100 g/kWh
+    plane.advance(3600.0)  # 12:00-12:30 at 500 g/kWh
+    kwh_half_hour = 2 * 68 * 1.4 / 1000 / 2
+    assert plane.accounts.hardware_usd == pytest.approx(2 * 0.10)  # rented: only the GPUs held
+    assert plane.accounts.co2_kg == pytest.approx(kwh_half_hour * (100 + 500) / 1000)

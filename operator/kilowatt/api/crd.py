@@ -159,6 +159,8 @@ def inference_service_crd() -> dict[str, Any]:
          "description": "Time to first token at the SLO's percentile"},
         {"name": "SLO-Met", "type": "string", "jsonPath": ".status.sloMet"},
         {"name": "USD/h", "type": "number", "jsonPath": ".status.costPerHourUsd"},
+        {"name": "CO2-kg/day", "type": "number", "jsonPath": ".status.co2KgPerDay", "priority": 1,
+         "description": "CO2 a day at the current power and carbon intensity"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     schema = _schema(InferenceServiceSpec, InferenceServiceStatus, "One model served under one latency SLO.",
@@ -174,6 +176,8 @@ def accelerator_pool_crd() -> dict[str, Any]:
         {"name": "In-Use", "type": "integer", "jsonPath": ".status.gpusInUse"},
         {"name": "USD/GPU-h", "type": "number", "jsonPath": ".status.effectiveUsdPerGPUHour"},
         {"name": "USD/kWh", "type": "number", "jsonPath": ".status.electricityUsdPerKWh"},
+        {"name": "Ownership", "type": "string", "jsonPath": ".spec.cost.ownership", "priority": 1},
+        {"name": "gCO2/kWh", "type": "number", "jsonPath": ".status.gridGramsCO2PerKWh", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     schema = _schema(AcceleratorPoolSpec, AcceleratorPoolStatus, "One GPU type on a set of nodes, and its cost.",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 import zoneinfo
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -236,6 +236,60 @@ def _snake(camel: str) -> str:
     return {"flatUsdPerKWh": "flat_usd_per_kwh", "timeOfUse": "time_of_use", "prometheus": "prometheus"}[camel]
 
 
+class Ownership(str, enum.Enum):
+    RENTED = "Rented"
+    OWNED = "Owned"
+
+
+class HourlyCarbon(_Model):
+    """Carbon intensity by hour of the day, local time: 24 values, the first for 00:00-01:00."""
+
+    time_zone: str = Field(pattern=_TIME_ZONE, description="IANA time zone, e.g. Europe/Berlin or America/Chicago.")
+    grams_co2_per_kwh: list[Annotated[float, Field(ge=0, le=5000)]] = Field(
+        alias="gramsCO2PerKWh", min_length=24, max_length=24,
+        description="Grams of CO2 per kWh for each hour of the day, 00:00-01:00 first (24 values).")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return TimeOfUseSchedule._known_zone(value)
+
+
+class PrometheusCarbon(_Model):
+    """A carbon intensity read from Prometheus, e.g. an Electricity Maps or WattTime exporter's gauge."""
+
+    query: str = Field(min_length=1, max_length=4096, description="PromQL returning one sample in gCO2 per kWh.")
+    fallback_grams_co2_per_kwh: float = Field(
+        alias="fallbackGramsCO2PerKWh", ge=0, le=5000, description="Intensity used while the query returns nothing."
+    )
+
+
+class Carbon(_Model):
+    """The grid's carbon intensity at the pool (exactly one of flat, hourly or prometheus), and the price the
+    organisation puts on a tonne of CO2 in kilowatt's objective."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(cel(
+        "[has(self.gramsCO2PerKWh), has(self.hourly), has(self.prometheus)].filter(x, x).size() == 1",
+        "set exactly one of gramsCO2PerKWh, hourly and prometheus")))
+
+    grams_co2_per_kwh: float | None = Field(
+        default=None, alias="gramsCO2PerKWh", ge=0, le=5000, description="One intensity in gCO2 per kWh, all day.")
+    hourly: HourlyCarbon | None = None
+    prometheus: PrometheusCarbon | None = None
+    usd_per_tonne_co2: float = Field(
+        default=0.0, alias="usdPerTonneCO2", ge=0, le=10000,
+        description="Carbon price in USD per tonne of CO2 (1,000 kg) added to the cost kilowatt minimises; 0 "
+        "(default): carbon is reported, not priced. It is a shadow price: reported costs stay what is paid.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Carbon:
+        given = [n for n, v in (("gramsCO2PerKWh", self.grams_co2_per_kwh), ("hourly", self.hourly),
+                                ("prometheus", self.prometheus)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of gramsCO2PerKWh, hourly, prometheus (got {', '.join(given) or 'none'})")
+        return self
+
+
 class PoolCost(_Model):
     usd_per_gpu_hour: float = Field(
         alias="usdPerGPUHour",
@@ -243,10 +297,19 @@ class PoolCost(_Model):
         le=1000,
         description="Hardware cost per GPU-hour in USD: rental price, or purchase price amortised over its life.",
     )
+    ownership: Ownership = Field(
+        default=Ownership.RENTED,
+        description="Rented: a GPU costs usdPerGPUHour while a replica holds it. Owned: the hardware is paid "
+        "whether used or not (usdPerGPUHour is reported for every GPU of the pool, not optimised); a replica's "
+        "marginal cost is its energy above idle, and GPUs no replica holds still draw idle power.",
+    )
     pue: float = Field(
         default=1.0, ge=1, le=5, description="Power usage effectiveness of the site: facility watts per IT watt."
     )
     electricity: Electricity
+    carbon: Carbon | None = Field(
+        default=None, description="Carbon intensity and price. Unset: electricity.gramsCO2PerKWh, if given, is "
+        "reported; nothing is priced.")
 
 
 class AcceleratorPoolSpec(_Model):
@@ -286,6 +349,9 @@ class AcceleratorPoolStatus(_Model):
     measured_power_watts: float | None = Field(
         default=None, alias="measuredPowerWatts", description="GPU power the DCGM exporter reports, PUE included."
     )
+    grid_grams_co2_per_kwh: float | None = Field(
+        default=None, alias="gridGramsCO2PerKWh", description="Carbon intensity of the pool's electricity now.")
+    ownership: str | None = Field(default=None, description="Owned or Rented (spec.cost.ownership).")
     conditions: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -547,6 +613,10 @@ class InferenceServiceStatus(_Model):
     slo_met: str | None = Field(default=None, description="True, False or Unknown.")
     cost_per_hour_usd: float | None = Field(default=None, description="Hardware plus energy now, USD per hour.")
     power_watts: float | None = Field(default=None, description="Power at the wall now (PUE included), watts.")
+    co2_kg_per_day: float | None = Field(
+        default=None, alias="co2KgPerDay",
+        description="Kilograms of CO2 a day at the current power and carbon intensity (pools that set a carbon "
+        "intensity).")
     last_decision: Decision | None = None
     conditions: list[dict[str, Any]] = Field(default_factory=list)
     observed_generation: int | None = None

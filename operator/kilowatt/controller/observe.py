@@ -84,8 +84,11 @@ def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces:
             valid.append((body, svc))
 
     view = read_cluster(core, apps, list(pools.values()))
+    # One scalar per PromQL: electricity prices and carbon intensities are read the same way (and returned in
+    # obs.prices_usd_per_kwh keyed by query; a carbon query's value there is in gCO2/kWh).
     price_queries = [p.spec.cost.electricity.prometheus.query for p in pools.values()
                      if p.spec.cost.electricity.prometheus is not None]
+    price_queries += [q for q in (_carbon_query(p) for p in pools.values()) if q and q not in price_queries]
     obs = source.observe([ServiceRef.of(s) for _, s in valid], view.topology, price_queries)
     pool_states, fallbacks = pool_states_now(pools, view, obs)
     current: dict[str, dict[str, CurrentPlacement]] = {s.key: {} for _, s in valid}
@@ -163,5 +166,19 @@ def pool_states_now(pools: dict[str, AcceleratorPool], view: ClusterView,
                 price = prom.fallback_usd_per_kwh
                 why = obs.error if not obs.available else f"the price query returned no sample ({prom.query})"
                 fallbacks[name] = f"{why}; using spec.cost.electricity.prometheus.fallbackUsdPerKWh ${price:g}/kWh"
-        out[name] = pool_state(pool, gpus, price)
+        carbon = None
+        query = _carbon_query(pool)
+        if query is not None:
+            carbon = obs.prices_usd_per_kwh.get(query)
+            if carbon is None:
+                fallback = pool.spec.cost.carbon.prometheus.fallback_grams_co2_per_kwh
+                why = obs.error if not obs.available else f"the carbon query returned no sample ({query})"
+                note = f"{why}; using spec.cost.carbon.prometheus.fallbackGramsCO2PerKWh {fallback:g} g/kWh"
+                fallbacks[name] = f"{fallbacks[name]}; {note}" if name in fallbacks else note
+        out[name] = pool_state(pool, gpus, price, carbon)
     return out, fallbacks
+
+
+def _carbon_query(pool: AcceleratorPool) -> str | None:
+    carbon = pool.spec.cost.carbon
+    return carbon.prometheus.query if carbon is not None and carbon.prometheus is not None else None

@@ -20,11 +20,14 @@ from kilowatt.controller.cluster import ClusterView
 from kilowatt.controller.conditions import condition, iso, set_condition
 from kilowatt.controller.observe import ObservedService
 from kilowatt.decide import Decision
+from kilowatt.economics.carbon import GRAMS_PER_KILOGRAM, carbon_source_from_spec
 from kilowatt.economics.cost import CostBreakdown
 from kilowatt.metrics import ServiceObservation
 from kilowatt.planner.snapshot import PoolState
 from kilowatt.planner.types import replica_label
 from kilowatt.slo import within_slo
+
+HOURS_PER_DAY = 24.0
 
 TYPICAL_UTILISATION = 0.6  # a pool's effective $/GPU-h is quoted at a typical serving load
 
@@ -97,6 +100,8 @@ def service_status(
         slo_met={None: "Unknown", True: "True", False: "False"}[slo_met],
         cost_per_hour_usd=round(cost.total_usd_per_hour, 4),
         power_watts=round(cost.power_watts, 1),
+        co2_kg_per_day=round(cost.co2_grams_per_hour * HOURS_PER_DAY / GRAMS_PER_KILOGRAM, 3)
+        if any(p in pools and carbon_source_from_spec(pools[p].spec.cost) is not None for p in desired) else None,
         last_decision=(LastDecision(time=iso(now), reason=decision.reason) if decision.changed or not last
                        else LastDecision.model_validate(last)),
         conditions=conditions,
@@ -209,10 +214,11 @@ def pool_status(
         message = f"{len(nodes)} node(s), {gpus} GPU(s)" + (
             f"; not used: {', '.join(unusable)} (cordoned or not Ready)" if unusable else "")
     conditions = set_condition(previous.get("conditions") or [], "Ready", ready, reason, message, now)
-    if pool.spec.cost.electricity.prometheus is not None:
+    carbon = pool.spec.cost.carbon
+    if pool.spec.cost.electricity.prometheus is not None or (carbon is not None and carbon.prometheus is not None):
         conditions = set_condition(conditions, "PriceAvailable", price_fallback is None,
                                    "Observed" if price_fallback is None else "Fallback",
-                                   price_fallback or "price read from Prometheus", now)
+                                   price_fallback or "price (and carbon intensity) read from Prometheus", now)
     events = []
     for type_, bad, good in (("Ready", "PoolUnavailable", "PoolAvailable"),
                              ("PriceAvailable", "PriceFallback", "PriceRestored")):
@@ -222,5 +228,7 @@ def pool_status(
             events.append(Event("Warning" if down else "Normal", bad if down else good, cond["message"]))
     status = AcceleratorPoolStatus(
         gpus_total=gpus, gpus_in_use=in_use, electricity_usd_per_kwh=round(economics.price.usd_per_kwh(now), 4),
-        effective_usd_per_gpu_hour=round(effective, 4), measured_power_watts=at_wall, conditions=conditions)
+        effective_usd_per_gpu_hour=round(effective, 4), measured_power_watts=at_wall,
+        grid_grams_co2_per_kwh=round(economics.carbon.grams_co2_per_kwh(now), 1) if economics.carbon else None,
+        ownership=pool.spec.cost.ownership.value, conditions=conditions)
     return status.model_dump(by_alias=True, mode="json", exclude_none=True), events

@@ -10,11 +10,13 @@ from kilowatt.planner.options import CapacityTable, Option, replica_capacity
 from kilowatt.planner.snapshot import PoolState, ServiceState
 
 
-def served_cost(service: ServiceState, chosen: list[tuple[Option, int]], at: datetime) -> CostBreakdown:
-    """Cost per hour of the chosen options serving the service's demand."""
+def served_cost(service: ServiceState, chosen: list[tuple[Option, int]], at: datetime,
+                marginal: bool = False) -> CostBreakdown:
+    """Cost per hour of the chosen options serving the service's demand (``marginal``: what running them adds,
+    the planner's price, rather than what they are charged)."""
     return serving_cost(service.demand_rps, [
         ReplicaGroup(o.pool.economics, o.tensor_parallel, n, o.capacity_rps, o.saturation_rps) for o, n in chosen
-    ], at, service.equal_share)
+    ], at, service.equal_share, marginal)
 
 
 def placement_cost(

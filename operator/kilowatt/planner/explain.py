@@ -14,13 +14,14 @@ from kilowatt.planner.types import Alternative, Placement, placement_capacity, r
 
 
 def alternatives(service: ServiceState, options: list[Option], at: datetime) -> list[tuple[str, float]]:
-    """Every single-pool way to serve the target alone: (description, USD/h), cheapest first."""
+    """Every single-pool way to serve the target alone: (description, USD/h the planner weighs: marginal cost
+    plus the carbon price), cheapest first."""
     out = []
     for o in options:
         n = max(service.floor_replicas, math.ceil(service.target_rps / o.capacity_rps - 1e-9))
         if n > service.max_replicas or n * o.tensor_parallel > o.pool.gpus_max:
             continue
-        cost = served_cost(service, [(o, n)], at).total_usd_per_hour if n else 0.0
+        cost = served_cost(service, [(o, n)], at, marginal=True).objective_usd_per_hour if n else 0.0
         out.append((f"{replica_label(n, o.pool.gpu.model, o.tensor_parallel)} on {o.pool.name}", cost))
     return sorted(out, key=lambda a: a[1])
 
@@ -54,7 +55,10 @@ def reason_for(
     alts: list[tuple[str, float]],
     binding: Binding | None,
     options: list[Option] = (),
+    weighed: CostBreakdown | None = None,
 ) -> tuple[str, Alternative | None]:
+    """``cost``: what the placement is charged; ``weighed``: what the planner weighed (marginal cost and the
+    carbon price; None: the same as ``cost``), which the next-best alternative is compared with."""
     # "3×RTX-4090(tp4)": three replicas of four GPUs each, as the alternatives are written.
     summary = " ".join(replica_label(p.replicas, p.gpu_model, p.tensor_parallel) for p in placement) or "no replicas"
     slo = f"TTFT {service.ttft_seconds * 1000:g} ms / TPOT {service.tpot_seconds * 1000:g} ms at p{service.percentile:g}"
@@ -71,7 +75,20 @@ def reason_for(
         f"{capacity:.2f}) within {slo} for ${cost.total_usd_per_hour:.2f}/h "
         f"(hardware ${cost.hardware_usd_per_hour:.2f}, energy ${cost.energy_usd_per_hour:.2f})"
     ) + _equal_share_note(service, placement, options)
-    if next_best is not None and cost.total_usd_per_hour > 0:
-        extra = next_best.cost_usd_per_hour / cost.total_usd_per_hour - 1.0
-        text += f"; next best {next_best.description} at ${next_best.cost_usd_per_hour:.2f}/h ({extra:+.0%})"
+    weighed_usd = weighed.objective_usd_per_hour if weighed is not None else cost.total_usd_per_hour
+    priced = ""
+    owned = weighed is not None and weighed.hardware_usd_per_hour < cost.hardware_usd_per_hour - 1e-9
+    carbon = weighed is not None and weighed.carbon_usd_per_hour > 0
+    if owned or carbon:
+        notes = []
+        if owned:
+            notes.append("owned hardware is paid either way: its energy above idle is what running adds")
+        if carbon:
+            notes.append(f"carbon {weighed.co2_grams_per_hour / 1000:.2f} kg/h priced "
+                         f"${weighed.carbon_usd_per_hour:.3f}/h")
+        text += f"; weighed at ${weighed_usd:.2f}/h ({'; '.join(notes)})"
+        priced = "weighed "
+    if next_best is not None and weighed_usd > 0:
+        extra = next_best.cost_usd_per_hour / weighed_usd - 1.0
+        text += f"; next best {next_best.description} {priced}at ${next_best.cost_usd_per_hour:.2f}/h ({extra:+.0%})"
     return text + ".", next_best

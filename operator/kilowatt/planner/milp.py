@@ -160,12 +160,12 @@ def _solve(
     churn_cost = np.zeros(n_opt)
     churned_set = set(churned)
     for i, o in enumerate(options):
-        replica = o.planned_cost.total_usd_per_hour
+        replica = o.planned_cost.objective_usd_per_hour
         churn_cost[i] = snapshot.churn_hours * replica
         # A new replica where none runs now pays churn once; where some run, up/down variables charge it.
         cost[i] = replica + (0.0 if i in churned_set else churn_cost[i])
     worst = max((o.usd_per_rps_hour for o in options), default=1.0)
-    worst_replica = max((o.planned_cost.total_usd_per_hour for o in options), default=1.0)
+    worst_replica = max((o.planned_cost.objective_usd_per_hour for o in options), default=1.0)
     cost[u0:m0] = 1000.0 * (worst + 1.0)  # per unmet req/s: dearer than any way of serving it
     cost[m0:up0] = 1000.0 * (worst_replica + 1.0)  # per replica below the floor
     for j, i in enumerate(churned):
@@ -492,7 +492,7 @@ def round_and_repair(snapshot: Snapshot, options: list[Option], relaxed: np.ndar
 
     def price(o: Option) -> float:
         """A replica's cost, plus what its GPUs are worth to others where pools are contended."""
-        return o.planned_cost.total_usd_per_hour + (gpu_price or {}).get(o.pool.name, 0.0) * o.tensor_parallel
+        return o.planned_cost.objective_usd_per_hour + (gpu_price or {}).get(o.pool.name, 0.0) * o.tensor_parallel
 
     def best_two(key: str) -> tuple[float, int | None]:
         """(regret, best option) for covering this service's remaining need from pools with room."""
@@ -618,7 +618,8 @@ def _assemble(
             binding = _binding(s, by_service[s.key], replicas, used, snapshot)
             problems.append(f"{binding}; SLO at risk for {s.key}")
         alts = alternatives(s, by_service[s.key], snapshot.at)
-        reason, next_best = reason_for(s, placement, cost, alts, binding, by_service[s.key])
+        weighed = served_cost(s, [(o, n) for o, n in chosen if n > 0], snapshot.at, marginal=True)
+        reason, next_best = reason_for(s, placement, cost, alts, binding, by_service[s.key], weighed)
         planned = sum(o.planned_cost.total_usd_per_hour * n for o, n in chosen)
         service_plans.append(ServicePlan(s.key, s.demand_rps, s.target_rps, placement, cost, reason, next_best,
                                          unmet, binding, planned, s.equal_share))

@@ -25,12 +25,12 @@ class Option:
     tensor_parallel: int
     capacity_rps: float  # per replica, within the SLO
     saturation_rps: float  # per replica, whatever the latency
-    planned_cost: CostBreakdown  # per replica-hour at the planned utilisation
+    planned_cost: CostBreakdown  # marginal, per replica-hour at the planned utilisation (owned pools: energy above idle)
     from_profile: bool = False
 
     @property
     def usd_per_rps_hour(self) -> float:
-        return self.planned_cost.total_usd_per_hour / self.capacity_rps
+        return self.planned_cost.objective_usd_per_hour / self.capacity_rps
 
 
 # Length-mix buckets: means on a 10% grid, quantiles relative to their mean on a 25% grid. Services with
@@ -164,7 +164,7 @@ def options_for(
             if within < MIN_CAPACITY_RPS:
                 continue
             utilisation = within / (1.0 + service.burst_headroom) / max(saturation, within)
-            cost = pool.economics.replica_cost(k, utilisation, at)
+            cost = pool.economics.marginal_cost(k, utilisation, at)
             candidates.append(Option(service.key, pool, k, within, saturation, cost, from_profile))
         if not candidates:
             continue

@@ -32,7 +32,8 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, RoutingMode
-from kilowatt.economics.cost import WATTS_PER_KILOWATT
+from kilowatt.economics.carbon import GRAMS_PER_KILOGRAM
+from kilowatt.economics.cost import WATTS_PER_KILOWATT, PoolEconomics
 from kilowatt.economics.prices import PriceSource
 from kilowatt.metrics.source import (
     Observations,
@@ -100,6 +101,10 @@ class Accounts:
     # only replicas x the slowest replica's capacity is usable; weighted routing reaches all of it).
     mixed_hours: float = 0.0
     stranded_usd: float = 0.0
+    co2_kg: float = 0.0
+    # Owned pools: every GPU's amortised price is charged whether a replica holds it or not (included in
+    # hardware_usd; sunk, the same under every policy), and GPUs no replica holds draw idle power.
+    owned_hardware_usd: float = 0.0
 
 
 class DataPlane:
@@ -266,6 +271,7 @@ class DataPlane:
             pool = self._pool_name(replica)
             power[pool] = power.get(pool, 0.0) + self._charge(replica, until)
         self._power_by_pool = power
+        self._charge_owned(t0, until)
         self.draining = [r for r in self.draining if not r.idle()]
         self.now = until
         done = np.asarray(self.ledger.done, dtype=np.int64)
@@ -317,15 +323,39 @@ class DataPlane:
         served = replica.served - replica.served_at_charge
         utilisation = min(1.0, served / serving_s / saturation) if serving_s > 0 and saturation > 0 else 0.0
         watts = replica.gpus * state.economics.power.watts(utilisation)
-        kwh = watts * state.economics.pue * dt / SECONDS_PER_HOUR / WATTS_PER_KILOWATT
-        price = state.economics.price.usd_per_kwh(self.at((t0 + t1) / 2.0))
-        self.accounts.hardware_usd += replica.gpus * state.economics.usd_per_gpu_hour * dt / SECONDS_PER_HOUR
-        self.accounts.energy_kwh += kwh
-        self.accounts.energy_usd += kwh * price
+        # An owned pool's hardware is charged for all its GPUs at once (_charge_owned), not per replica.
+        hardware_usd_per_hour = 0.0 if state.economics.owned else replica.gpus * state.economics.usd_per_gpu_hour
+        self._book(state.economics, hardware_usd_per_hour, watts, t0, t1)
         self.accounts.gpu_hours[pool.name] += replica.gpus * dt / SECONDS_PER_HOUR
         replica.charged_until = t1
         replica.served_at_charge = replica.served
         return watts
+
+    def _book(self, economics: PoolEconomics, hardware_usd_per_hour: float, it_watts: float, t0: float,
+              t1: float) -> None:
+        """Charge ``hardware_usd_per_hour`` and ``it_watts`` of IT power from t0 to t1 (energy, its carbon)."""
+        hours = (t1 - t0) / SECONDS_PER_HOUR
+        cost = economics.cost_of(hardware_usd_per_hour, it_watts, self.at((t0 + t1) / 2.0))
+        self.accounts.hardware_usd += cost.hardware_usd_per_hour * hours
+        self.accounts.energy_kwh += cost.power_watts / WATTS_PER_KILOWATT * hours
+        self.accounts.energy_usd += cost.energy_usd_per_hour * hours
+        self.accounts.co2_kg += cost.co2_grams_per_hour * hours / GRAMS_PER_KILOGRAM
+
+    def _owned_idle_gpus(self, name: str) -> int:
+        held = sum(r.gpus for r in [*self.replicas[name], *self.draining, *self.replacing]
+                   if self._pool_name(r) == name)
+        return max(0, self.pool_state(name).gpus_max - held)
+
+    def _charge_owned(self, t0: float, t1: float) -> None:
+        """Owned pools: every GPU's amortised price, and idle power for the GPUs no replica holds."""
+        for name in self.pools:
+            economics = self.pool_state(name).economics
+            if not economics.owned or t1 <= t0:
+                continue
+            total = self.pool_state(name).gpus_max
+            self._book(economics, total * economics.usd_per_gpu_hour,
+                       self._owned_idle_gpus(name) * economics.power.idle_watts, t0, t1)
+            self.accounts.owned_hardware_usd += total * economics.usd_per_gpu_hour * (t1 - t0) / SECONDS_PER_HOUR
 
     def _sample(self, t0: float, t1: float, arrived: int, done: np.ndarray) -> None:
         dt = max(t1 - t0, 1e-9)
@@ -335,10 +365,16 @@ class DataPlane:
         at = self.at((t0 + t1) / 2)
         prices = {name: self.pool_state(name).economics.price.usd_per_kwh(at) for name in self.pools}
         power_wall = sum(w * self.pools[p].spec.cost.pue for p, w in self._power_by_pool.items())
-        cost_rate = sum(
-            sum(r.gpus for r in rs) * self.pool_state(p).economics.usd_per_gpu_hour for p, rs in
-            self.replicas.items()) + sum(w * self.pools[p].spec.cost.pue / WATTS_PER_KILOWATT * prices[p]
-                                         for p, w in self._power_by_pool.items())
+        cost_rate = sum(w * self.pools[p].spec.cost.pue / WATTS_PER_KILOWATT * prices[p]
+                        for p, w in self._power_by_pool.items())
+        for p, rs in self.replicas.items():
+            economics = self.pool_state(p).economics
+            if economics.owned:
+                idle = economics.idle_cost(self._owned_idle_gpus(p), at)
+                cost_rate += self.pool_state(p).gpus_max * economics.usd_per_gpu_hour + idle.energy_usd_per_hour
+                power_wall += idle.power_watts
+            else:
+                cost_rate += sum(r.gpus for r in rs) * economics.usd_per_gpu_hour
         serving = [(self._pool_name(r), r.gpus) for rs in self.replicas.values() for r in rs if r.ready_at <= t1]
         if len({p for p, _ in serving}) > 1:
             per_replica = [self.engine(p, k)[1] for p, k in serving]

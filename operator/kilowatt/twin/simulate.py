@@ -48,6 +48,8 @@ class PolicyResult:
     wall_seconds: float = 0.0
     mixed_hours: float = 0.0  # serving on more than one pool at once
     stranded_usd: float = 0.0  # paid for capacity the routing cannot reach (equal shares on a mixed placement)
+    co2_kg: float = 0.0
+    owned_hardware_usd: float = 0.0  # of hardware_usd: owned pools' GPUs, paid whether used or not
 
     def to_json(self) -> dict:
         ms = lambda s: None if s is None else round(s * 1000.0, 3)  # noqa: E731
@@ -69,6 +71,8 @@ class PolicyResult:
             "decisions": self.decisions,
             "mixedPlacementHours": round(self.mixed_hours, 6),
             "strandedByRoutingUsd": round(self.stranded_usd, 6),
+            "co2Kg": round(self.co2_kg, 6),
+            "ownedHardwareUsd": round(self.owned_hardware_usd, 6),
             "wallSeconds": round(self.wall_seconds, 3),
         }
 
@@ -133,7 +137,7 @@ def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int =
         energy_kwh=a.energy_kwh, tokens=tokens, slo_attainment=float(ok.mean()) if len(w) else 1.0,
         ttft_p95_s=p(ttft_all), tpot_p95_s=p(tpot_all[has_tpot | ~finished]), gpu_hours=dict(a.gpu_hours),
         samples=plane.samples, decisions=decisions, wall_seconds=wall_seconds, mixed_hours=a.mixed_hours,
-        stranded_usd=a.stranded_usd)
+        stranded_usd=a.stranded_usd, co2_kg=a.co2_kg, owned_hardware_usd=a.owned_hardware_usd)
 
 
 def simulate(policies: list[str], workload: Workload, service: InferenceService, pools: list[AcceleratorPool],

@@ -20,6 +20,7 @@ from kilowatt.api.v1alpha1 import (
     AcceleratorPoolSpec,
     AcceleratorPoolStatus,
     InferenceServiceSpec,
+    NO_EMPTY_DEFAULT,
     InferenceServiceStatus,
     cel,
 )
@@ -69,10 +70,12 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
             node["type"] = "object"
             node["properties"] = {k: walk(v) for k, v in node["properties"].items()}
             required = set(node.get("required", []))
-            # An optional sub-object whose fields all have defaults defaults to {} so the API server fills them in.
+            # An optional sub-object whose fields all have defaults defaults to {} so the API server fills them in
+            # (unless its field says NO_EMPTY_DEFAULT: absent means something else than all defaults).
             for name, sub in node["properties"].items():
                 if (
                     name not in required
+                    and not sub.pop(NO_EMPTY_DEFAULT, False)
                     and sub.get("type") == "object"
                     and "properties" in sub
                     and not sub.get("required")

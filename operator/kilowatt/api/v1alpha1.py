@@ -31,6 +31,10 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _TIME_ZONE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
 
 
+# A marker for the CRD generator: this optional sub-object gets no ``default: {}`` (its absence means something).
+NO_EMPTY_DEFAULT = "x-kilowatt-no-empty-default"
+
+
 def cel(rule: str, message: str, field_path: str | None = None, reason: str = "FieldValueInvalid") -> dict[str, str]:
     """One CEL validation rule for the CRD: ``message`` names the field and says the fix; ``field_path`` (relative
     to the object the rule sits on) is where the API server reports it."""
@@ -308,7 +312,7 @@ class PoolCost(_Model):
     )
     electricity: Electricity
     carbon: Carbon | None = Field(
-        default=None, description="Carbon intensity and price. Unset: electricity.gramsCO2PerKWh, if given, is "
+        default=None, json_schema_extra={NO_EMPTY_DEFAULT: True}, description="Carbon intensity and price. Unset: electricity.gramsCO2PerKWh, if given, is "
         "reported; nothing is priced.")
 
 

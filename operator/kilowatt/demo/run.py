@@ -108,6 +108,9 @@ class DemoOutcome:
     summary: dict
 
 
+CHANGED_BACK_WITHIN_SECONDS = 3600.0
+
+
 class Demo:
     def __init__(self, options: DemoOptions, out=None) -> None:
         self.o = options
@@ -128,6 +131,11 @@ class Demo:
         self.deployment_changes = 0
         self.decisions = 0
         self._generations: dict[str, int] = {}
+        # Tensor-parallel degree changes (a rollout: every replica of the pool restarts), and those that changed a
+        # degree back to what it was less than an hour (simulated) before.
+        self.degree_changes = 0
+        self.degree_changed_back = 0
+        self._degrees: dict[str, tuple[int, float, int | None]] = {}  # pool -> (degree, since s, the one before)
         self._ok = 0
         self._finished = 0
         self._interrupted = False
@@ -213,6 +221,7 @@ class Demo:
                 continue
             tp = int((d.metadata.annotations or {}).get(ANNOTATION_TP, "1"))
             desired[pool] = (d.spec.replicas or 0, tp)
+            self._note_degree(pool, tp, d.spec.replicas or 0)
             generation = d.metadata.generation or 0
             if self._generations.get(d.metadata.name, generation) != generation:
                 self.deployment_changes += 1
@@ -233,6 +242,20 @@ class Demo:
             apps.patch_namespaced_deployment_status(d.metadata.name, d.metadata.namespace, {"status": {
                 "replicas": want, "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": want,
                 "observedGeneration": d.metadata.generation}})
+
+    def _note_degree(self, pool: str, degree: int, replicas: int) -> None:
+        if replicas <= 0:
+            return  # a pool scaled to zero keeps no degree; the next one it runs at is a fresh start
+        now = self.plane.now
+        seen = self._degrees.get(pool)
+        if seen is None or seen[0] == degree:
+            if seen is None:
+                self._degrees[pool] = (degree, now, None)
+            return
+        self.degree_changes += 1
+        if seen[2] == degree and now - seen[1] < CHANGED_BACK_WITHIN_SECONDS:
+            self.degree_changed_back += 1
+        self._degrees[pool] = (degree, now, seen[0])
 
     def _frame(self, wall_started: float) -> Frame:
         plane = self.plane
@@ -349,6 +372,7 @@ class Demo:
             "service": o.service.key, "workload": plane.workload.label, "requests": len(plane.workload),
             "durationHours": round(stopped_at / 3600, 4), "start": o.start.isoformat(), "routing": plane.routing,
             "interrupted": self._interrupted, "deploymentChanges": self.deployment_changes,
+            "tensorParallelChanges": self.degree_changes, "tensorParallelChangedBackWithinHour": self.degree_changed_back,
             "decisions": self.decisions, "policies": [result.to_json()] + [b.to_json() for b in baselines],
         }
         self._print_summary(result, baselines)
@@ -366,13 +390,18 @@ class Demo:
         say = self._say
         say("")
         say(f"summary: {result.requests:,} requests, {self.decisions} decisions, {self.deployment_changes} "
-            "Deployment changes in the API server")
-        say(f"{'POLICY':22} {'COST $':>9} {'ENERGY kWh':>11} {'SLO MET':>8} {'TTFT p95':>9} {'TPOT p95':>9}")
+            f"Deployment changes in the API server, {self.degree_changes} tensor-parallel changes "
+            f"({self.degree_changed_back} changed back within an hour)")
+        carbon = any(r.co2_kg > 0 for r in [result, *baselines])
+        say(f"{'POLICY':22} {'COST $':>9} {'ENERGY kWh':>11} {'SLO MET':>8} {'TTFT p95':>9} {'TPOT p95':>9}"
+            + (f" {'CO2 kg':>8}" if carbon else ""))
         fmt = lambda s: "-" if s is None else f"{s * 1000:.0f}ms"  # noqa: E731
         for r in [result, *baselines]:
             name = "kilowatt (the operator)" if r is result else r.name
             say(f"{name:22} {r.cost_usd:9.2f} {r.energy_kwh:11.1f} {r.slo_attainment:8.2%} "
-                f"{fmt(r.ttft_p95_s):>9} {fmt(r.tpot_p95_s):>9}")
+                f"{fmt(r.ttft_p95_s):>9} {fmt(r.tpot_p95_s):>9}" + (f" {r.co2_kg:8.1f}" if carbon else ""))
+        if result.owned_hardware_usd > 0:
+            say(f"  every cost includes ${result.owned_hardware_usd:.2f} of owned hardware, paid whatever runs on it")
         for b in baselines:
             if b.name == "lower-bound" or b.cost_usd <= 0:
                 continue

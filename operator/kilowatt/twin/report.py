@@ -87,7 +87,8 @@ def write_report(directory: str | Path, results: list[PolicyResult], title: str,
         f"<td>{p['energyUsd']:.2f}</td><td>{p['energyKwh']:.1f}</td><td>{p['sloAttainment']:.2%}</td>"
         f"<td>{p['ttftP95Ms'] if p['ttftP95Ms'] is not None else '-'}</td>"
         f"<td>{p['tpotP95Ms'] if p['tpotP95Ms'] is not None else '-'}</td>"
-        f"<td>{p['mixedPlacementHours']:.2f}</td><td>{p['strandedByRoutingUsd']:.2f}</td></tr>"
+        f"<td>{p['mixedPlacementHours']:.2f}</td><td>{p['strandedByRoutingUsd']:.2f}</td>"
+        f"<td>{p.get('co2Kg', 0.0):.1f}</td><td>{p.get('co2KgPerDay') or 0.0:.1f}</td><td>{p.get('ownedHardwareUsd', 0.0):.2f}</td></tr>"
         for p in summary["policies"])
     routing = summary.get("routing")
     note = {
@@ -109,7 +110,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:10
 <body><h1>{html.escape(title)}</h1>
 <table><tr><th>policy</th><th>cost USD</th><th>hardware USD</th><th>energy USD</th><th>energy kWh</th>
 <th>SLO attainment</th><th>TTFT p95 ms</th><th>TPOT p95 ms</th><th>mixed placement h</th>
-<th>stranded by routing USD</th></tr>{rows}</table>
+<th>stranded by routing USD</th><th>CO2 kg</th><th>CO2 kg/day</th><th>owned hardware USD (paid either way)</th></tr>{rows}</table>
 <p>{note}</p>
 {images}
 <h2>raw result</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre>

@@ -25,6 +25,7 @@ from kilowatt.twin.policies import make_policy
 from kilowatt.twin.workload import Workload
 
 DRAIN_LIMIT_SECONDS = 3600.0
+SECONDS_PER_DAY = 86400.0
 TOKENS_PER_MILLION = 1e6
 
 
@@ -72,6 +73,8 @@ class PolicyResult:
             "mixedPlacementHours": round(self.mixed_hours, 6),
             "strandedByRoutingUsd": round(self.stranded_usd, 6),
             "co2Kg": round(self.co2_kg, 6),
+            "co2KgPerDay": round(self.co2_kg / (self.samples[-1].t_s / SECONDS_PER_DAY), 6)
+            if self.samples and self.samples[-1].t_s > 0 else None,
             "ownedHardwareUsd": round(self.owned_hardware_usd, 6),
             "wallSeconds": round(self.wall_seconds, 3),
         }

@@ -30,7 +30,7 @@ from kilowatt.twin.workload import read_prices, read_rate_curve, read_requests, 
 DATA = REPO.parent / "shared" / "data"
 SCENARIO = REPO / "benchmarks" / "scenarios" / "owned-4090-cloud-h100"
 START = datetime(2024, 7, 16, tzinfo=timezone.utc)
-POLICIES = ["kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "lower-bound"]
+POLICIES = ["kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda", "lower-bound"]
 
 
 def verdict(policies: list[dict]) -> dict:

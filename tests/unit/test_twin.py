@@ -46,7 +46,8 @@ def test_same_seed_same_result_other_seed_other_traffic(examples, conv):
         small(conv, 10, 2.0, seed=4).arrival_s, w.arrival_s)
 
 
-@pytest.mark.parametrize("policy", ["kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "lower-bound"])
+@pytest.mark.parametrize("policy", ["kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda",
+                                    "lower-bound"])
 def test_every_policy_serves_every_request_and_pays_for_its_gpu_hours(examples, conv, policy):
     pools, service = examples
     w = small(conv, 8, 3.0)
@@ -362,3 +363,49 @@ def test_a_rented_pool_reports_carbon_from_its_energy():
     kwh_half_hour = 2 * 68 * 1.4 / 1000 / 2
     assert plane.accounts.hardware_usd == pytest.approx(2 * 0.10)  # rented: only the GPUs held
     assert plane.accounts.co2_kg == pytest.approx(kwh_half_hour * (100 + 500) / 1000)
+
+
+def test_keda_scales_each_gpu_type_on_its_own_p90_latency_with_a_hysteresis_band(examples, conv, monkeypatch):
+    """llm-d's recommended KEDA set-up: up above 0.55 of the SLO, down below 0.40, held in between; scale-down
+    waits for the 300 s stabilisation window; each GPU type on its own replicas' p90."""
+    from kilowatt.metrics.source import Observations, PoolLatency, ServiceObservation
+    from kilowatt.twin import policies
+
+    pools, service = examples
+    slo = service.spec.slo
+    ttft_s, tpot_s = slo.ttft_milliseconds / 1000, slo.tpot_milliseconds / 1000
+    seen = {}
+
+    class Readings:  # what Prometheus would answer: p90 per pool, set by the test
+        def __init__(self, plane, price_queries=None):
+            pass
+
+        def observe(self, refs, topology, price_queries):
+            assert refs[0].percentile == 90.0
+            by_pool = {p: PoolLatency(1.0, ratio * ttft_s, ratio * tpot_s) for p, ratio in seen.items()}
+            return Observations(True, services={service.key: ServiceObservation(
+                2.0, 200, 200, None, None, None, by_pool=by_pool)})
+
+    monkeypatch.setattr(policies, "SimulatedMetrics", Readings)
+    plane = DataPlane(small(conv, 1), service, pools, {}, START)
+    keda = policies.KedaPolicy()
+    keda.bind(plane)
+    plane.apply({p: (2, keda.degree[p]) for p in keda.degree})
+    steps = iter(range(1, 1000))
+
+    def period(**ratios):
+        seen.clear()
+        seen.update(ratios)
+        plane.now = 15.0 * next(steps)
+        decided = keda.decide()
+        plane.apply(decided)
+        return {p: n for p, (n, _) in decided.items()}
+
+    assert period(h100=0.8, rtx4090=0.5) == {"h100": 3, "rtx4090": 2}  # ceil(2 x 0.8 / 0.55); 0.5 is in the band
+    # ceil(3 x 3 / 0.55) = 17, but the HPA adds at most max(100 %, 4 pods) a period: 3 + 4
+    assert period(h100=3.0, rtx4090=0.45)["h100"] == 7
+    assert period(h100=0.5, rtx4090=0.1) == {"h100": 7, "rtx4090": 2}  # rtx4090 low, but within 300 s of a 2
+    for _ in range(20):  # 300 s of low readings
+        last = period(h100=0.5, rtx4090=0.1)
+    assert last == {"h100": 7, "rtx4090": 1}  # ceil(2 x 0.1 / 0.4) = 1, the floor
+    assert period(h100=0.5) == {"h100": 7, "rtx4090": 1}  # no reading on a pool: held

@@ -53,7 +53,7 @@ from kilowatt.twin.workload import Workload
 log = logging.getLogger("kilowatt.demo")
 
 OPERATOR_PERIOD_TIMEOUT_SECONDS = 60.0  # wall seconds to wait for one operator period before giving up
-BASELINES = ("hpa-h100", "hpa-rtx4090", "static-peak", "melange", "lower-bound")
+BASELINES = ("hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda", "lower-bound")
 
 
 class DemoError(RuntimeError):

@@ -9,6 +9,11 @@
 - ``melange``: Mélange-style static optimum (Griggs et al., 2024): requests bucketed by prompt and output length,
   an integer program choosing GPUs per type and which share of each bucket each type serves, sized for the
   peak; requests are routed by bucket.
+- ``keda``: what llm-d recommends since its variant autoscaler was deprecated: one KEDA ScaledObject per GPU
+  type, each scaling its pool on the p90 TTFT and TPOT its own replicas show, relative to the SLO, with a
+  hysteresis band (up above 0.55, down below 0.40) and no cost preference between GPU types; the HPA's
+  defaults underneath (scale up by at most max(100 %, 4 pods) per period, down to the highest recommendation of
+  the last 300 s).
 - ``lower-bound``: perfect knowledge of each period's true arrival rate, no start-up delay, no headroom, the
   planner's cheapest integer plan every period — the floor for the cost of any policy on this model.
 """
@@ -32,7 +37,7 @@ from kilowatt.state import service_state
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
 
 Desired = dict[str, tuple[int, int]]  # pool -> (replicas, tensor-parallel degree)
-POLICIES = ("kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "lower-bound")
+POLICIES = ("kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda", "lower-bound")
 
 
 class Policy:
@@ -136,6 +141,71 @@ class HpaPolicy(Policy):
         return {self.pool: (wanted, self.degree)}
 
 
+KEDA_PERCENTILE = 90.0
+KEDA_UP_ABOVE = 0.55  # of the SLO: p90 latency / target
+KEDA_DOWN_BELOW = 0.40
+
+
+class KedaPolicy(Policy):
+    """Each GPU type scaled on its own replicas' p90 latency against the SLO, with a hysteresis band."""
+
+    name = "keda"
+
+    def __init__(self, down_window_seconds: float = 300.0) -> None:
+        self.down_window = down_window_seconds
+        self.history: dict[str, deque[tuple[float, int]]] = {}
+
+    def bind(self, plane: DataPlane) -> None:
+        super().bind(plane)
+        self.degree, self.limit = {}, {}
+        for pool in plane.pools:
+            k, within, _ = _best_degree(plane, pool)
+            if within > 0:  # a variant is deployed only where a replica can meet the SLO at all
+                self.degree[pool] = k
+                self.limit[pool] = min(plane.service.spec.replicas.max, plane.pool_state(pool).gpus_max // k)
+                self.history[pool] = deque()
+        if not self.degree:
+            raise ValueError(f"policy keda: {plane.service.key} cannot meet its SLO on any pool")
+        self.floor = max(plane.service.spec.replicas.min, 1)
+        self.ref = replace(ServiceRef.of(plane.service), percentile=KEDA_PERCENTILE)
+
+    def decide(self, initial_rps: float | None = None) -> Desired:
+        plane = self.plane
+        placement = plane.placement()
+        if initial_rps is not None:
+            # Before the run: the traffic split evenly over the variants, each sized for its share at 80 %.
+            share = initial_rps / len(self.degree)
+            out = {}
+            for pool, k in self.degree.items():
+                within = _best_degree(plane, pool)[1]
+                out[pool] = (min(self.limit[pool], max(self.floor, math.ceil(share / (0.8 * within)))), k)
+            return out
+        data = SimulatedMetrics(plane).observe([self.ref], Topology(), []).services.get(plane.service.key)
+        slo = plane.service.spec.slo
+        out = {}
+        for pool, k in self.degree.items():
+            n = placement[pool].replicas if pool in placement else 0
+            wanted = max(n, self.floor)
+            seen = data.by_pool.get(pool) if data is not None else None
+            if seen is not None and seen.ttft_p_seconds is not None:
+                ratio = max(seen.ttft_p_seconds / (slo.ttft_milliseconds / 1000.0),
+                            (seen.tpot_p_seconds or 0.0) / (slo.tpot_milliseconds / 1000.0))
+                if ratio > KEDA_UP_ABOVE:
+                    wanted = max(n + 1, math.ceil(n * ratio / KEDA_UP_ABOVE - 1e-9))
+                    wanted = min(wanted, max(2 * n, n + 4))  # the HPA's default scale-up policy per period
+                elif ratio < KEDA_DOWN_BELOW:
+                    wanted = math.ceil(n * ratio / KEDA_DOWN_BELOW - 1e-9)
+            wanted = min(max(wanted, self.floor), self.limit[pool])
+            history = self.history[pool]
+            history.append((plane.now, wanted))
+            while history and history[0][0] < plane.now - self.down_window:
+                history.popleft()
+            if wanted < n:
+                wanted = min(n, max(w for _, w in history))
+            out[pool] = (wanted, k)
+        return out
+
+
 def _peak_rps(plane: DataPlane, window_s: float = 60.0) -> float:
     rates = plane.workload.rate_per_window(window_s)
     return float(rates.max()) if len(rates) else 0.0
@@ -220,7 +290,8 @@ class MelangePolicy(Policy):
                 mix = TokenMix(float(w.input_tokens[mask].mean()), float(w.output_tokens[mask].mean()))
                 cap[i, j] = replica_capacity(service_state(plane.service, 0.0, mix), plane.pool_state(pool), k,
                                              plane.capacity)[0]
-        cost = np.array([plane.pool_state(p).economics.replica_cost(degree[p], 0.8, at).total_usd_per_hour
+        # What a replica adds (an owned GPU's hardware is paid either way), as kilowatt's planner prices it.
+        cost = np.array([plane.pool_state(p).economics.marginal_cost(degree[p], 0.8, at).objective_usd_per_hour
                          for p in pools])
         nb, npool = len(buckets), len(pools)
         # Variables: n[pool] (integer replicas), x[bucket, pool] (share of the bucket served there).
@@ -283,6 +354,8 @@ def make_policy(name: str, service: InferenceService, pools: list[AcceleratorPoo
         return StaticPeakPolicy()
     if name == "melange":
         return MelangePolicy()
+    if name == "keda":
+        return KedaPolicy()
     if name == "lower-bound":
         return LowerBoundPolicy(period_seconds)
     raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)} (hpa-<pool> for any pool)")

@@ -1,11 +1,14 @@
 """Twin scenarios, fidelity and speed, for benchmarks/RESULTS.md.
 
-    python benchmarks/twin_scenarios.py [--only a,b,c,engine,fidelity,speed] [--out benchmarks/results/twin.json]
+    python benchmarks/twin_scenarios.py [--only a,b,c,quiet,spike,week,engine,fidelity,speed]
+                                        [--out benchmarks/results/twin.json]
 
 (a) a small owned RTX 4090 pool (8 GPUs) plus elastic cloud H100s, flat prices, the Azure conversation trace
     scaled ×8 (one hour);
 (b) the same over a full day shaped by the ServeGen curve (×4), every pool paying ERCOT's hourly wholesale price;
-(c) the Azure code trace (prompts of ~2,048 tokens) scaled ×8, where 24 GB binds.
+(c) the Azure code trace (prompts of ~2,048 tokens) scaled ×8, where 24 GB binds;
+quiet: a day under 0.3 req/s on the example pools; spike: (b) on the day of ERCOT's 2024 price spike; week: seven
+    days of ServeGen's curve (×1) on ERCOT's hourly prices.
 Fidelity: the simulator against ../shared/data/vllm_serving_4090_vs_h100pcie.csv. Speed: one million requests
 through the simulator (static placement, then kilowatt's full decision loop).
 """
@@ -30,6 +33,9 @@ from kilowatt.twin.workload import read_prices, read_rate_curve, read_requests, 
 DATA = REPO.parent / "shared" / "data"
 SCENARIO = REPO / "benchmarks" / "scenarios" / "owned-4090-cloud-h100"
 START = datetime(2024, 7, 16, tzinfo=timezone.utc)
+EXAMPLES = REPO / "manifests" / "examples"
+SPIKE_START = datetime(2024, 5, 8, 12, tzinfo=timezone.utc)
+QUIET_SCALE = 0.025  # x the conversation trace's 5.5 req/s mean: ~0.14 req/s, peaks under 0.3
 POLICIES = ["kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda", "lower-bound"]
 
 
@@ -52,12 +58,12 @@ def verdict(policies: list[dict]) -> dict:
 
 
 def scenario(name: str, workload, prices: dict, policies: list[str] = POLICIES, routing: str | None = None,
-             engine_capacity: bool = False) -> dict:
-    pools, services = load_objects([SCENARIO])
+             engine_capacity: bool = False, files: Path = SCENARIO, start: datetime = START) -> dict:
+    pools, services = load_objects([files])
     print(f"scenario {name}: {len(workload):,} requests, {workload.duration_s / 3600:.1f} h, {routing} routing",
           file=sys.stderr)
     started = time.perf_counter()
-    results = simulate(policies, workload, services[0], pools, prices, {}, START, routing=routing,
+    results = simulate(policies, workload, services[0], pools, prices, {}, start, routing=routing,
                        engine_capacity=engine_capacity)
     policies = [r.to_json() for r in results]
     return {"requests": len(workload), "hours": workload.duration_s / 3600, "wallSeconds": time.perf_counter() - started,
@@ -90,6 +96,25 @@ def main() -> int:
             series = read_prices(DATA / "grid_price_hourly_2024.csv", "US-TEX-ERCO", START, day.duration_s)
             pools, _ = load_objects([SCENARIO])
             results["b"] = scenario("b", day, {p.name: series for p in pools})
+        elif part == "quiet":
+            # Under 0.3 req/s all day (ServeGen's day curve, mean ~0.14 req/s), one service on the example pools
+            # (an owned RTX 4090 pool on a time-of-use tariff, rented H100s).
+            day = shaped(conv, read_rate_curve(DATA / "servegen_m_large_10min.csv"), QUIET_SCALE, 86400.0, seed=1)
+            results["quiet"] = scenario("quiet", day, {}, files=EXAMPLES)
+        elif part == "spike":
+            # (b)'s day on the day of 2024's highest ERCOT price ($2,064/MWh at 01:00 UTC on 9 May, the evening
+            # peak in Texas), starting 12:00 UTC on 8 May.
+            day = shaped(conv, read_rate_curve(DATA / "servegen_m_large_10min.csv"), 4.0, 86400.0, seed=1)
+            series = read_prices(DATA / "grid_price_hourly_2024.csv", "US-TEX-ERCO", SPIKE_START, day.duration_s)
+            pools, _ = load_objects([SCENARIO])
+            results["spike"] = scenario("spike", day, {p.name: series for p in pools}, start=SPIKE_START)
+        elif part == "week":
+            # A week of ServeGen's two-week curve (weekday/weekend shape, ×1: ~5.5 req/s mean, peaks ~15), every
+            # pool on ERCOT's hourly price for that week.
+            week = shaped(conv, read_rate_curve(DATA / "servegen_m_large_10min.csv"), 1.0, 7 * 86400.0, seed=1)
+            series = read_prices(DATA / "grid_price_hourly_2024.csv", "US-TEX-ERCO", START, week.duration_s)
+            pools, _ = load_objects([SCENARIO])
+            results["week"] = scenario("week", week, {p.name: series for p in pools})
         elif part == "c":
             results["c"] = scenario("c", shaped(code, None, 8.0, seed=1), {})
         elif part == "engine":

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, ScalingMode
 from kilowatt.demand import DemandEstimator
+from kilowatt.forecast import Expectation, SeasonalForecast
 from kilowatt.metrics import ServiceObservation
 from kilowatt.performance import CapacityModel, TokenMix
 from kilowatt.performance.correction import LatencyCorrection
@@ -29,6 +30,10 @@ from kilowatt.state import pool_state, service_state
 
 
 BACKLOG_SECONDS = 60.0
+# The seasonal forecast looks this far past the longest replica start-up: capacity asked for now serves then.
+FORECAST_BEYOND_STARTUP_SECONDS = 300.0
+# A tensor-parallel degree that just changed on a pool is held this long: no change back within the hour.
+DEGREE_HOLD_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Decision:
     changed: bool  # desired differs from what runs now
     holds: tuple[StepHold | DecisionHold, ...] = ()  # what held the plan back (a whole decision, or steps of it)
     demand_rps: float = 0.0
+    forecast: Expectation | None = None  # what the seasonal forecast expects (None: not enough history yet)
 
     @property
     def held(self) -> bool:
@@ -146,6 +152,9 @@ class Decider:
     stabiliser: Stabiliser = field(default_factory=Stabiliser)
     capacity: CapacityTable = field(default_factory=CapacityTable)
     lengths: LengthHistory = field(default_factory=LengthHistory)
+    forecast: SeasonalForecast = field(default_factory=SeasonalForecast)
+    # (service, pool) -> (the degree running there, since when on the decision clock)
+    degrees: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
 
     def mode(self, svc: InferenceService) -> ScalingMode:
         return svc.spec.scaling.mode if "mode" in svc.spec.scaling.model_fields_set else self.default_mode
@@ -154,6 +163,9 @@ class Decider:
         self.stabiliser.forget(key)
         self.demand.forget(key)
         self.lengths.forget(key)
+        self.forecast.forget(key)
+        for k in [k for k in self.degrees if k[0] == key]:
+            del self.degrees[k]
 
     def decide(
         self,
@@ -170,6 +182,7 @@ class Decider:
         out = PeriodDecisions()
         held: list[ServiceInput] = []
         lead = max((p.spec.replica_startup_seconds for p in pools.values()), default=0.0)
+        expected: dict[str, Expectation] = {}
         for item in services:
             if self.mode(item.service) is ScalingMode.OFF or item.held_without_metrics(metrics_error):
                 held.append(item)
@@ -180,14 +193,22 @@ class Decider:
                 # Completions understate demand when replicas fall behind: requests waiting are demand too,
                 # to be served within a minute on top of the arrivals.
                 rps = item.data.requests_per_second + (item.data.waiting or 0.0) / BACKLOG_SECONDS
-                demand = self.demand.update(item.key, clock_seconds, rps, lead)
+                demand = self.demand.update(item.key, clock_seconds, rps, lead,
+                                            requests=item.data.requests_per_second * item.data.window_seconds)
+                self.forecast.observe(item.key, now, item.data.requests_per_second)
+                ahead, expectation = self.forecast.projected(item.key, now, lead + FORECAST_BEYOND_STARTUP_SECONDS,
+                                                             rps)
+                if expectation is not None:
+                    expected[item.key] = expectation
+                    demand = max(demand, ahead)
                 mix = self.lengths.update(item.key, clock_seconds, item.data,
                                           item.service.spec.model.max_context_tokens)
                 if mix is not None:
                     item = replace(item, state=replace(item.state, mix=mix))
                 self._learn(item, pools)
             corrections = tuple((p, *self.correction.factors(item.key, p)) for p in sorted(pools))
-            state = replace(item.state, demand_rps=max(0.0, demand), corrections=corrections)
+            state = replace(item.state, demand_rps=max(0.0, demand), corrections=corrections,
+                            degree_held=self._degrees_held(item, clock_seconds))
             if item.stuck_pools:  # spill: where its Pods cannot be scheduled, plan it elsewhere if it may go
                 allowed = tuple(p for p in (item.state.allowed_pools or sorted(pools)) if p not in item.stuck_pools)
                 state = replace(state, allowed_pools=allowed) if allowed else state
@@ -198,14 +219,33 @@ class Decider:
         snapshot = Snapshot(now, tuple(free.values()), tuple(state for _, state in planned))
         out.plan = plan(snapshot, self.capacity, time_limit_seconds=self.planner_budget_seconds)
         for item, state in planned:
-            out.decisions[item.key] = self._stabilise(item, out.plan.service(item.key), state.demand_rps,
-                                                      clock_seconds, pools, pool_states)
+            out.decisions[item.key] = replace(self._stabilise(item, out.plan.service(item.key), state.demand_rps,
+                                                              clock_seconds, pools, pool_states),
+                                              forecast=expected.get(item.key))
+        self.forecast.refit()  # within its per-period budget; the next periods use what it fitted
         for item in held:
             hold = ModeOff() if self.mode(item.service) is ScalingMode.OFF else MetricsMissing(item.key, metrics_error)
             out.decisions[item.key] = Decision({p: c.replicas for p, c in item.current.items()},
                                                {p: c.tensor_parallel for p, c in item.current.items()},
                                                str(hold), None, changed=False, holds=(hold,))
         return out
+
+    def _degrees_held(self, item: ServiceInput, clock_seconds: float) -> tuple[str, ...]:
+        """Pools where the service's running degree changed less than DEGREE_HOLD_SECONDS ago (its first degree
+        on a pool is not a change)."""
+        held = []
+        for pool, c in item.current.items():
+            if c.replicas <= 0:
+                continue
+            seen = self.degrees.get((item.key, pool))
+            if seen is None:
+                self.degrees[(item.key, pool)] = (c.tensor_parallel, -DEGREE_HOLD_SECONDS)
+            elif seen[0] != c.tensor_parallel:
+                self.degrees[(item.key, pool)] = (c.tensor_parallel, clock_seconds)
+                held.append(pool)
+            elif clock_seconds - seen[1] < DEGREE_HOLD_SECONDS:
+                held.append(pool)
+        return tuple(sorted(held))
 
     def _learn(self, item: ServiceInput, pools: dict[str, AcceleratorPool]) -> None:
         """Feed observed latency per pool into the online correction (against the uncorrected model).
@@ -224,7 +264,9 @@ class Decider:
             per_replica = latency.requests_per_second / running.ready
             ttft, tpot = self.capacity.latency(item.state, pool_state(pool), running.tensor_parallel, per_replica)
             self.correction.observe(item.key, pool_name, per_replica, ttft, latency.ttft_p_seconds,
-                                    tpot, latency.tpot_p_seconds)
+                                    tpot, latency.tpot_p_seconds,
+                                    requests=latency.requests_per_second * data.window_seconds,
+                                    percentile=item.state.percentile)
 
     def _stabilise(self, item: ServiceInput, sp, demand_rps: float, clock_seconds: float,
                    pools: dict[str, AcceleratorPool], pool_states: dict[str, PoolState]) -> Decision:

@@ -39,3 +39,33 @@ def test_corrections_are_per_service_and_pool():
     c = LatencyCorrection(smoothing=1.0)
     c.observe("ns/a", "p", 5.0, 0.1, 0.2, 0.02, 0.02)
     assert c.factors("ns/a", "q") == (1.0, 1.0) and c.factors("ns/b", "p") == (1.0, 1.0)
+
+
+def test_a_single_slow_request_does_not_move_the_correction():
+    c = LatencyCorrection()
+    # One long prompt in a minute of a trickle: the window's "p95" is that request, three times the model's.
+    for _ in range(4):  # a minute of 15 s periods reading the same 60 s window
+        c.observe("ns/a", "rtx4090", 0.05, 0.2, 0.6, 0.02, 0.02, requests=3, percentile=95)
+    assert c.factors("ns/a", "rtx4090") == (1.0, 1.0)  # fewer than 20 requests: no p95 to learn from
+    # The same ratio backed by 200 requests (10 beyond the p95) is evidence: it moves at the full smoothing.
+    c.observe("ns/b", "rtx4090", 3.3, 0.2, 0.6, 0.02, 0.02, requests=200, percentile=95)
+    assert c.factors("ns/b", "rtx4090")[0] == pytest.approx(1.0 + 0.3 * (3.0 - 1.0))
+    # At p99 the same 200 requests are not yet enough (500 are): it moves less.
+    c.observe("ns/c", "rtx4090", 3.3, 0.2, 0.6, 0.02, 0.02, requests=200, percentile=99)
+    assert 1.0 < c.factors("ns/c", "rtx4090")[0] < 1.0 + 0.3 * 2.0 * 0.5
+
+
+def test_a_trickle_s_chance_bunching_does_not_buy_replicas():
+    from kilowatt.demand import DemandEstimator
+
+    d = DemandEstimator()
+    for t in range(0, 600, 15):
+        steady = d.update("ns/a", float(t), 0.1, 120.0, requests=6)  # ~6 requests a minute
+    # Three requests in one second of a minute read as 0.15 req/s: a 50 % jump on 9 requests.
+    bunched = d.update("ns/a", 600.0, 0.15, 120.0, requests=9)
+    assert bunched < 0.12 and steady == pytest.approx(0.1)
+    # The same jump on a busy service (900 requests a minute) is real and is planned for at once.
+    busy = DemandEstimator()
+    for t in range(0, 600, 15):
+        busy.update("ns/b", float(t), 10.0, 120.0, requests=600)
+    assert busy.update("ns/b", 600.0, 15.0, 120.0, requests=900) >= 15.0

@@ -43,3 +43,42 @@ def test_a_day_of_decisions_stays_within_every_pool_and_holds_degrees_while_scal
         current = {p: CurrentPlacement(n, d.tensor_parallel[p], n) for p, n in d.desired.items() if n > 0}
     # Churn stays bounded: a degree is not flipped back and forth every few minutes.
     assert degree_changes <= 24, degree_changes
+
+
+def test_the_forecast_raises_demand_before_a_daily_ramp_and_status_says_so():
+    from tests.unit.test_forecast import MIDNIGHT, daily
+
+    pools, services = load_objects([EXAMPLES])
+    svc = services[0]
+    by_name = {p.name: p for p in pools}
+    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    decider = Decider()
+    # Three days of the pattern, as the Decider would have observed them, up to 07:10 on the fourth: the ramp
+    # (07:00-09:00) has begun, and the next quarter hour is busier than this one.
+    at, then = MIDNIGHT, MIDNIGHT + timedelta(days=3, hours=7, minutes=10)
+    while at < then:
+        decider.forecast.observe(svc.key, at, daily(at))
+        decider.forecast.refit()
+        at += timedelta(seconds=60)
+    obs = ServiceObservation(daily(then), 1155.0, 211.0, None, None, None)
+    d = decider.decide(then, 0.0, [ServiceInput.of(svc, {}, obs)], by_name, states).decisions[svc.key]
+    assert d.forecast is not None and d.forecast.increase_rps > 1.0
+    assert d.demand_rps >= daily(then) + d.forecast.increase_rps * 0.99  # planned for the ramp, not for now
+    # Without the history the same observation plans for what is observed.
+    fresh = Decider().decide(then, 0.0, [ServiceInput.of(svc, {}, obs)], by_name, states).decisions[svc.key]
+    assert fresh.forecast is None and fresh.demand_rps == daily(then)
+
+
+def test_a_pool_whose_degree_just_changed_is_held_for_an_hour():
+    pools, services = load_objects([EXAMPLES])
+    svc = services[0]
+    decider = Decider()
+
+    def held(degree, clock):
+        item = ServiceInput.of(svc, {"rtx4090": CurrentPlacement(2, degree, 2)}, None)
+        return decider._degrees_held(item, clock)
+
+    assert held(2, 0.0) == ()  # the first degree seen is not a change
+    assert held(1, 600.0) == ("rtx4090",)  # changed: held
+    assert held(1, 600.0 + 3599.0) == ("rtx4090",)
+    assert held(1, 600.0 + 3600.0) == ()  # an hour on, free again

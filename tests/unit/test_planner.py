@@ -398,3 +398,33 @@ def test_a_carbon_price_moves_load_to_the_cleaner_pool():
     chosen = priced(200.0)
     assert {p.pool for p in chosen.placement} == {"clean"}
     assert "carbon" in chosen.reason
+
+
+def test_a_degree_change_is_not_chosen_for_a_saving_smaller_than_its_rollout():
+    from kilowatt.economics.cost import CostBreakdown
+    from kilowatt.planner.options import Option, rollout_pays
+
+    rtx = pool("rtx4090", "RTX-4090", 16, 0.30, per_node=4)
+    s = service(demand=10.0)  # target 12 req/s
+
+    def option(k, capacity, usd):
+        return Option(s.key, rtx, k, capacity, capacity * 1.5, CostBreakdown(usd, 0.0, 0.0))
+
+    tp1, tp2 = option(1, 2.0, 0.40), option(2, 4.1, 0.80)  # tp2 is 2.5 % cheaper per req/s
+    # 6 x tp1 = $2.40/h; 3 x tp2 = $2.40/h: no saving at all in whole replicas.
+    assert not rollout_pays(s, tp1, tp2)
+    # 5 % cheaper per req/s in whole replicas ($2.40 -> $2.28/h) saves $0.24 over two hours; the surge (three
+    # new tp2 replicas for the 120 s start-up) and the risk margin cost 3 x $0.76 x (2 min + 15 min) = $0.65.
+    assert not rollout_pays(s, tp1, option(2, 4.1, 0.76))
+    # Half the price per req/s pays for its rollout many times over.
+    assert rollout_pays(s, tp1, option(2, 8.0, 0.80))
+
+
+def test_a_degree_chosen_within_the_hour_is_held():
+    from dataclasses import replace
+    # Long prompts (the Azure conversation trace's means): on RTX 4090s tp2 serves far more per GPU than tp1,
+    # so a pool running tp1 moves to tp2 - unless tp1 was chosen less than an hour ago.
+    s = replace(service(demand=10.0, current=(("rtx4090", CurrentPlacement(6, 1, 6)),)), mix=TokenMix(1155, 211))
+    rtx = pool("rtx4090", "RTX-4090", 16, 0.30, per_node=4)
+    assert options_for(s, (rtx,), NOON)[0].tensor_parallel == 2
+    assert options_for(replace(s, degree_held=("rtx4090",)), (rtx,), NOON)[0].tensor_parallel == 1

@@ -621,6 +621,9 @@ class InferenceServiceStatus(_Model):
         default=None, alias="co2KgPerDay",
         description="Kilograms of CO2 a day at the current power and carbon intensity (pools that set a carbon "
         "intensity).")
+    forecast: str | None = Field(
+        default=None, description="What the seasonal forecast expects within the next start-up time (from two "
+        "days of the service's own history on; planned for when it is above what runs now).")
     last_decision: Decision | None = None
     conditions: list[dict[str, Any]] = Field(default_factory=list)
     observed_generation: int | None = None

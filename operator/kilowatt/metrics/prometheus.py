@@ -91,6 +91,7 @@ class PrometheusSource:
         self.timeout_seconds = timeout_seconds
         self.queries = {**DEFAULT_QUERIES, **(queries or {})}
         self.window = window
+        self.window_seconds = duration_seconds(window)
         self.names: dict[str, str] = {}  # reading -> the series name read for it (found, or the newest if none)
         self.found: set[str] = set()  # readings whose name Prometheus holds
         self._periods_since_probe = 0
@@ -132,7 +133,7 @@ class PrometheusSource:
         series = _Attributed(raw, topology)
         return Observations(
             available=True,
-            services={s.key: _service(s, series) for s in services},
+            services={s.key: _service(s, series, self.window_seconds) for s in services},
             pools=_pools(raw, topology),
             prices_usd_per_kwh=prices,
             metric_names={r: self.names[r] for r in sorted(self.found)},
@@ -208,7 +209,16 @@ def _merge(buckets: dict[str, list[tuple[float, float]]]) -> list[tuple[float, f
     return sorted(total.items())
 
 
-def _service(ref: ServiceRef, series: _Attributed) -> ServiceObservation | None:
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration (``90s``, ``1m``, ``1h30m``) in seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a Prometheus duration (e.g. 1m, 90s, 1h30m)")
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def _service(ref: ServiceRef, series: _Attributed, window_seconds: float = 60.0) -> ServiceObservation | None:
     requests = _by_pool(series.of("requests", ref))
     if not requests:
         return None  # no series at all: not scraped yet, or no pods. Unknown, not zero.
@@ -239,6 +249,7 @@ def _service(ref: ServiceRef, series: _Attributed) -> ServiceObservation | None:
         e2e_p_seconds=quantile(q, _merge(_buckets(series.of("e2e_buckets", ref)))),
         prompt_length_buckets=tuple(_merge(_buckets(series.of("prompt_length_buckets", ref)))),
         output_length_buckets=tuple(_merge(_buckets(series.of("generation_length_buckets", ref)))),
+        window_seconds=window_seconds,
     )
 
 

@@ -78,6 +78,7 @@ class ServiceObservation:
     # Request length distributions over the window, as cumulative (upper bound, count) buckets.
     prompt_length_buckets: tuple[tuple[float, float], ...] = ()
     output_length_buckets: tuple[tuple[float, float], ...] = ()
+    window_seconds: float = 60.0  # the window the rates and percentiles are over: rate x window = requests seen
 
 
 @dataclass(frozen=True)

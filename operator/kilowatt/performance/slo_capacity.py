@@ -183,8 +183,12 @@ class CurveBook:
     operator's Decider, a twin run and its policies, a benchmark), never a module global. Bounded: cleared when
     it holds ``limit`` curves."""
 
-    def __init__(self, limit: int = 2000) -> None:
+    def __init__(self, limit: int = 2000, grid: bool = True) -> None:
         self.limit = limit
+        # grid False: every mix measured as it is (no mean grid, shapes matched exactly): for one fixed mix (the
+        # lower bound's whole trace), where interpolating across a capacity cliff (a prompt length whose TTFT
+        # crosses the SLO between two grid points) would overstate capacity.
+        self.grid = grid
         # (engine constants, mean prompt, mean output) -> [(input shape, output shape, curve)], first measured first
         self._curves: dict[tuple[EngineTimes, float, float], list[tuple[tuple, tuple, LatencyCurve]]] = {}
         self._count = 0
@@ -202,7 +206,7 @@ class CurveBook:
                 self._count = 0
             measured = self._curves[key] = []
         for i, o, curve in measured:
-            if _close(i, in_shape) and _close(o, out_shape):
+            if (_close(i, in_shape) and _close(o, out_shape)) if self.grid else (i == in_shape and o == out_shape):
                 return curve
         curve = latency_curve(times, mix)
         measured.append((in_shape, out_shape, curve))
@@ -211,7 +215,9 @@ class CurveBook:
         return curve
 
     def _corners(self, mix: TokenMix) -> list[tuple[float, TokenMix]]:
-        """The grid mixes around ``mix``, with their bilinear weights."""
+        """The grid mixes around ``mix``, with their bilinear weights (without a grid, the mix itself)."""
+        if not self.grid:
+            return [(1.0, mix)]
         in_shape = _relative_shape(mix.input_quantiles, mix.input_tokens)
         out_shape = _relative_shape(mix.output_quantiles, mix.output_tokens)
         i_lo, i_hi, wi = _grid_neighbours(mix.input_tokens, MEAN_GRID)

@@ -171,9 +171,32 @@ def options_for(
         best = min(candidates, key=lambda o: (o.usd_per_rps_hour, o.tensor_parallel))
         current = service.current_on(pool.name)
         if current and current.replicas > 0:
-            # Keep the running degree unless another is >10% cheaper per req/s: re-sharding restarts every replica.
+            # Re-sharding is a rollout (every replica restarts): keep the running degree unless the change pays
+            # for itself, and always within an hour of the last change.
             same = [o for o in candidates if o.tensor_parallel == current.tensor_parallel]
-            if same and same[0].usd_per_rps_hour <= 1.10 * best.usd_per_rps_hour:
+            if same and (pool.name in service.degree_held or not rollout_pays(service, same[0], best)):
                 best = same[0]
         out.append(best)
     return out
+
+
+# A change of tensor-parallel degree must save more over this horizon than it costs: the new replicas run beside
+# the old ones for the start-up time (the surge), plus a risk margin of that many hours of the new placement (a
+# rollout that goes wrong is rolled back).
+ROLLOUT_HORIZON_HOURS = 2.0
+ROLLOUT_RISK_HOURS = 0.25
+
+
+def rollout_pays(service: ServiceState, current: Option, new: Option) -> bool:
+    """Whether moving the service's replicas on one pool from ``current``'s degree to ``new``'s saves more over
+    ROLLOUT_HORIZON_HOURS than the rollout costs, both sized in whole replicas for the service's target."""
+    if new.tensor_parallel == current.tensor_parallel:
+        return False
+    target = max(service.target_rps, MIN_CAPACITY_RPS)
+    floor = max(service.floor_replicas, 1)
+    n_current = max(floor, math.ceil(target / current.capacity_rps - 1e-9))
+    n_new = max(floor, math.ceil(target / new.capacity_rps - 1e-9))
+    current_usd = n_current * current.planned_cost.objective_usd_per_hour
+    new_usd = n_new * new.planned_cost.objective_usd_per_hour
+    rollout_usd = new_usd * (new.pool.startup_seconds / 3600.0 + ROLLOUT_RISK_HOURS)
+    return (current_usd - new_usd) * ROLLOUT_HORIZON_HOURS > rollout_usd

@@ -50,6 +50,8 @@ class ServiceState:
     # routing.mode Service: one ClusterIP Service gives every ready replica an equal share of the traffic, so a
     # placement serves within the SLO only up to replicas x its slowest replica's capacity (placement_capacity).
     equal_share: bool = False
+    # Pools whose tensor-parallel degree changed within the last hour: the planner keeps it (no change back).
+    degree_held: tuple[str, ...] = ()
 
     @property
     def target_rps(self) -> float:

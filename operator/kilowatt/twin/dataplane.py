@@ -468,5 +468,5 @@ def observation(plane: DataPlane, done: np.ndarray, window_s: float, ref: Servic
         ttft_p_seconds=float(np.percentile(ttft, q)),
         tpot_p_seconds=float(np.percentile(tpot[has_tpot], q)) if has_tpot.any() else None,
         slo_attainment=float(np.mean(ok)),
-        running=float(running), waiting=float(waiting), by_pool=by_pool)
+        running=float(running), waiting=float(waiting), by_pool=by_pool, window_seconds=window_s)
 

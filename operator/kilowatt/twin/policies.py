@@ -32,6 +32,7 @@ from kilowatt.decide import Decider, ServiceInput
 from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef, Topology
 from kilowatt.performance import TokenMix
 from kilowatt.planner import PLANNER_BUDGET_SECONDS, Snapshot, plan
+from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.planner.options import CapacityTable, replica_capacity
 from kilowatt.state import service_state
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
@@ -248,8 +249,10 @@ class LowerBoundPolicy(Policy):
 
     def bind(self, plane: DataPlane) -> None:
         super().bind(plane)
-        # The capacity the twin really delivers: measured on its engine for the trace's length distribution.
-        self.capacity = CapacityTable(plane.capacity.calibration, engine=True, curves=plane.capacity.curves)
+        # The capacity the twin really delivers: measured on its engine for the trace's own length distribution
+        # (no grid: interpolating between grid mixes overstates capacity where a prompt length's TTFT crosses the
+        # SLO between two grid points, as the conversation trace's ~4,100-token prompts do on an RTX 4090).
+        self.capacity = CapacityTable(plane.capacity.calibration, engine=True, curves=CurveBook(grid=False))
 
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane = self.plane

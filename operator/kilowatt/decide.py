@@ -155,6 +155,7 @@ class Decider:
     forecast: SeasonalForecast = field(default_factory=SeasonalForecast)
     # (service, pool) -> (the degree running there, since when on the decision clock)
     degrees: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    _learned_at: dict[str, float] = field(default_factory=dict)  # service -> when its latency was last read
 
     def mode(self, svc: InferenceService) -> ScalingMode:
         return svc.spec.scaling.mode if "mode" in svc.spec.scaling.model_fields_set else self.default_mode
@@ -164,6 +165,7 @@ class Decider:
         self.demand.forget(key)
         self.lengths.forget(key)
         self.forecast.forget(key)
+        self._learned_at.pop(key, None)
         for k in [k for k in self.degrees if k[0] == key]:
             del self.degrees[k]
 
@@ -205,7 +207,7 @@ class Decider:
                                           item.service.spec.model.max_context_tokens)
                 if mix is not None:
                     item = replace(item, state=replace(item.state, mix=mix))
-                self._learn(item, pools)
+                self._learn(item, pools, clock_seconds)
             corrections = tuple((p, *self.correction.factors(item.key, p)) for p in sorted(pools))
             state = replace(item.state, demand_rps=max(0.0, demand), corrections=corrections,
                             degree_held=self._degrees_held(item, clock_seconds))
@@ -247,15 +249,19 @@ class Decider:
                 held.append(pool)
         return tuple(sorted(held))
 
-    def _learn(self, item: ServiceInput, pools: dict[str, AcceleratorPool]) -> None:
+    def _learn(self, item: ServiceInput, pools: dict[str, AcceleratorPool], clock_seconds: float) -> None:
         """Feed observed latency per pool into the online correction (against the uncorrected model).
 
         Not while requests queue: latency then measures the backlog (too few replicas), not how fast the GPUs
         are, and learning it would make every replica look slow long after the backlog is gone."""
         data, current = item.data, item.current
         ready = sum(c.ready for c in current.values())
+        # Requests not seen before: windows overlap when periods are shorter than the metrics window.
+        last = self._learned_at.get(item.key)
+        self._learned_at[item.key] = clock_seconds
         if data is None or (data.waiting is not None and data.waiting > max(1.0, float(ready))):
             return
+        fresh_s = data.window_seconds if last is None else min(data.window_seconds, max(0.0, clock_seconds - last))
         for pool_name, latency in data.by_pool.items():
             running = current.get(pool_name)
             pool = pools.get(pool_name)
@@ -264,9 +270,9 @@ class Decider:
             per_replica = latency.requests_per_second / running.ready
             ttft, tpot = self.capacity.latency(item.state, pool_state(pool), running.tensor_parallel, per_replica)
             self.correction.observe(item.key, pool_name, per_replica, ttft, latency.ttft_p_seconds,
-                                    tpot, latency.tpot_p_seconds,
-                                    requests=latency.requests_per_second * data.window_seconds,
-                                    percentile=item.state.percentile)
+                                    tpot, latency.tpot_p_seconds, requests=latency.requests_per_second * fresh_s,
+                                    percentile=item.state.percentile,
+                                    window_requests=latency.requests_per_second * data.window_seconds)
 
     def _stabilise(self, item: ServiceInput, sp, demand_rps: float, clock_seconds: float,
                    pools: dict[str, AcceleratorPool], pool_states: dict[str, PoolState]) -> Decision:

@@ -43,16 +43,23 @@ def test_corrections_are_per_service_and_pool():
 
 def test_a_single_slow_request_does_not_move_the_correction():
     c = LatencyCorrection()
-    # One long prompt in a minute of a trickle: the window's "p95" is that request, three times the model's.
-    for _ in range(4):  # a minute of 15 s periods reading the same 60 s window
-        c.observe("ns/a", "rtx4090", 0.05, 0.2, 0.6, 0.02, 0.02, requests=3, percentile=95)
-    assert c.factors("ns/a", "rtx4090") == (1.0, 1.0)  # fewer than 20 requests: no p95 to learn from
-    # The same ratio backed by 200 requests (10 beyond the p95) is evidence: it moves at the full smoothing.
-    c.observe("ns/b", "rtx4090", 3.3, 0.2, 0.6, 0.02, 0.02, requests=200, percentile=95)
+    # A trickle (three new requests a period): one long prompt makes the window's p95 three times the model's for
+    # the four periods it is in the window; the rest of the half hour reads as the model says.
+    for _ in range(4):
+        c.observe("ns/a", "rtx4090", 0.2, 0.2, 0.6, 0.02, 0.02, requests=3, percentile=95)
+    assert c.factors("ns/a", "rtx4090") == (1.0, 1.0)  # 12 requests: no p95 to learn from yet
+    for _ in range(30):
+        c.observe("ns/a", "rtx4090", 0.2, 0.2, 0.2, 0.02, 0.02, requests=3, percentile=95)
+    assert c.factors("ns/a", "rtx4090") == (1.0, 1.0)  # 102 requests pooled: their median says the model is right
+    # A trickle that is slow all along learns it, once enough requests are in.
+    for _ in range(34):
+        c.observe("ns/b", "rtx4090", 0.2, 0.2, 0.6, 0.02, 0.02, requests=3, percentile=95)
     assert c.factors("ns/b", "rtx4090")[0] == pytest.approx(1.0 + 0.3 * (3.0 - 1.0))
-    # At p99 the same 200 requests are not yet enough (500 are): it moves less.
-    c.observe("ns/c", "rtx4090", 3.3, 0.2, 0.6, 0.02, 0.02, requests=200, percentile=99)
-    assert 1.0 < c.factors("ns/c", "rtx4090")[0] < 1.0 + 0.3 * 2.0 * 0.5
+    # 200 requests in one period are evidence at once; at p99 they are not yet enough (500 are).
+    c.observe("ns/c", "rtx4090", 3.3, 0.2, 0.6, 0.02, 0.02, requests=200, percentile=95)
+    assert c.factors("ns/c", "rtx4090")[0] == pytest.approx(1.6)
+    c.observe("ns/d", "rtx4090", 3.3, 0.2, 0.6, 0.02, 0.02, requests=200, percentile=99)
+    assert c.factors("ns/d", "rtx4090") == (1.0, 1.0)
 
 
 def test_a_trickle_s_chance_bunching_does_not_buy_replicas():
@@ -69,3 +76,17 @@ def test_a_trickle_s_chance_bunching_does_not_buy_replicas():
     for t in range(0, 600, 15):
         busy.update("ns/b", float(t), 10.0, 120.0, requests=600)
     assert busy.update("ns/b", 600.0, 15.0, 120.0, requests=900) >= 15.0
+
+
+def test_a_trickle_whose_tail_is_slow_learns_it_from_pooled_windows():
+    """Eight requests a window, 6 % of them three times slower than the model: a window's "p95" is its slowest
+    request, slow in 1 - 0.94^8 = 39 % of windows. The pooled windows read at 0.95^8 = 66 % find the slow tail
+    (a median would miss it)."""
+    import random
+
+    rng = random.Random(3)
+    c = LatencyCorrection()
+    for _ in range(200):
+        slowest = 0.6 if any(rng.random() < 0.06 for _ in range(8)) else 0.2
+        c.observe("ns/a", "rtx4090", 0.13, 0.2, slowest, 0.02, 0.02, requests=2, percentile=95, window_requests=8)
+    assert c.factors("ns/a", "rtx4090")[0] > 1.5

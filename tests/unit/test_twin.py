@@ -409,3 +409,26 @@ def test_keda_scales_each_gpu_type_on_its_own_p90_latency_with_a_hysteresis_band
         last = period(h100=0.5, rtx4090=0.1)
     assert last == {"h100": 7, "rtx4090": 1}  # ceil(2 x 0.1 / 0.4) = 1, the floor
     assert period(h100=0.5) == {"h100": 7, "rtx4090": 1}  # no reading on a pool: held
+
+
+def test_hpa_is_tuned_on_the_busiest_hour_to_the_highest_target_that_keeps_99_percent(examples, conv):
+    from kilowatt.twin.policies import HPA_TARGET_FRACTIONS, HpaPolicy, calibration_hour
+
+    pools, service = examples
+    quiet, busy = small(conv, 60, 1.0, seed=1), small(conv, 60, 3.0, seed=2)
+    two = Workload(np.concatenate([quiet.arrival_s, busy.arrival_s + 3600.0]),
+                   np.concatenate([quiet.input_tokens, busy.input_tokens]),
+                   np.concatenate([quiet.output_tokens, busy.output_tokens]), 7200.0, "two hours")
+    hour = calibration_hour(two)
+    assert len(hour) == len(busy) and hour.duration_s == 3600.0 and np.allclose(hour.arrival_s, busy.arrival_s)
+
+    r = run_policy("hpa-h100", two, service, pools, {}, {}, START)
+    fraction = float(r.detail.split("target ")[1].split("%")[0]) / 100
+    assert fraction in HPA_TARGET_FRACTIONS
+    tuned = run_policy("hpa-h100", hour, service, pools, {}, {}, START, seed=1, policy=HpaPolicy("h100", fraction))
+    assert tuned.slo_attainment >= 0.99
+    higher = [f for f in HPA_TARGET_FRACTIONS if f > fraction]
+    if higher:  # the next higher target misses on the same hour: it was the highest that holds
+        missed = run_policy("hpa-h100", hour, service, pools, {}, {}, START, seed=1,
+                            policy=HpaPolicy("h100", min(higher)))
+        assert missed.slo_attainment < 0.99

@@ -3,8 +3,9 @@
 - ``kilowatt``: the operator's Decider (demand estimate, latency correction, the global planner, the stabiliser)
   fed through the operator's MetricSource interface, every control period.
 - ``hpa-<pool>``: HPA-style threshold scaling on one pool: replicas = ceil(observed req/s / target per replica),
-  the target a careful user sets (80 % of what one replica serves within the SLO), 10 % tolerance, scale up at
-  once, scale down to the highest recommendation of the last 300 s (the HPA's defaults).
+  10 % tolerance, scale up at once, scale down to the highest recommendation of the last 300 s (the HPA's
+  defaults); the target tuned as a careful user would: the highest share (90 %, 80 %, ... 30 %) of what one replica
+  serves within the SLO that keeps 99 % of requests within it over a calibration hour (the trace's busiest).
 - ``static-peak``: the planner's cheapest mix for the trace's peak minute (plus burst headroom), all day.
 - ``melange``: Mélange-style static optimum (Griggs et al., 2024): requests bucketed by prompt and output length,
   an integer program choosing GPUs per type and which share of each bucket each type serves, sized for the
@@ -36,6 +37,7 @@ from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.planner.options import CapacityTable, replica_capacity
 from kilowatt.state import service_state
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
+from kilowatt.twin.workload import Workload
 
 Desired = dict[str, tuple[int, int]]  # pool -> (replicas, tensor-parallel degree)
 POLICIES = ("kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda", "lower-bound")
@@ -100,13 +102,20 @@ def _best_degree(plane: DataPlane, pool: str, mix: TokenMix | None = None) -> tu
     return best
 
 
+HPA_TARGET_FRACTIONS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+HPA_CALIBRATION_SECONDS = 3600.0
+HPA_CALIBRATION_ATTAINMENT = 0.99
+
+
 class HpaPolicy(Policy):
-    def __init__(self, pool: str, target_fraction: float = 0.8, tolerance: float = 0.1,
+    def __init__(self, pool: str, target_fraction: float | None = None, tolerance: float = 0.1,
                  down_window_seconds: float = 300.0) -> None:
+        """``target_fraction`` None: tuned on a calibration hour (``tune``)."""
         self.pool = pool
         self.name = f"hpa-{pool}"
         self.target_fraction, self.tolerance, self.down_window = target_fraction, tolerance, down_window_seconds
         self.history: deque[tuple[float, int]] = deque()
+        self.detail = ""
 
     def bind(self, plane: DataPlane) -> None:
         super().bind(plane)
@@ -115,8 +124,28 @@ class HpaPolicy(Policy):
         self.degree, within, _ = _best_degree(plane, self.pool)
         if within <= 0:
             raise ValueError(f"policy {self.name}: {plane.service.key} cannot meet its SLO on pool {self.pool}")
+        if self.target_fraction is None:
+            self.target_fraction = self.tune(plane)
         self.target_rps = self.target_fraction * within
         self.limit = min(plane.service.spec.replicas.max, (plane.pool_state(self.pool).gpus_max // self.degree))
+
+    def tune(self, plane: DataPlane) -> float:
+        """The highest target share that keeps HPA_CALIBRATION_ATTAINMENT of the calibration hour's requests
+        within the SLO (the lowest tried if none does), as a careful user would set it from a load test."""
+        from kilowatt.twin.simulate import run_policy  # the twin's runner, which imports this module
+
+        hour = calibration_hour(plane.workload)
+        tried = []
+        for fraction in HPA_TARGET_FRACTIONS:
+            result = run_policy(self.name, hour, plane.service, list(plane.pools.values()), plane.prices, {},
+                                plane.start, seed=1, routing=plane.routing, curves=plane.capacity.curves,
+                                engine_capacity=plane.capacity.engine, policy=HpaPolicy(self.pool, fraction))
+            tried.append(f"{fraction:.0%}: {result.slo_attainment:.2%}")
+            if result.slo_attainment >= HPA_CALIBRATION_ATTAINMENT:
+                break
+        self.detail = (f"target {fraction:.0%} of a replica's SLO capacity, tuned on the busiest hour "
+                       f"({'; '.join(tried)})")
+        return fraction
 
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane = self.plane
@@ -205,6 +234,18 @@ class KedaPolicy(Policy):
                 wanted = min(n, max(w for _, w in history))
             out[pool] = (wanted, k)
         return out
+
+
+def calibration_hour(workload: Workload) -> Workload:
+    """The workload's busiest hour (all of it when it is an hour or shorter), starting at zero."""
+    if workload.duration_s <= HPA_CALIBRATION_SECONDS:
+        return workload
+    hourly = workload.rate_per_window(HPA_CALIBRATION_SECONDS)
+    start = float(np.argmax(hourly[: int(workload.duration_s // HPA_CALIBRATION_SECONDS)])) \
+        * HPA_CALIBRATION_SECONDS
+    lo, hi = np.searchsorted(workload.arrival_s, [start, start + HPA_CALIBRATION_SECONDS])
+    return Workload(workload.arrival_s[lo:hi] - start, workload.input_tokens[lo:hi], workload.output_tokens[lo:hi],
+                    HPA_CALIBRATION_SECONDS, f"{workload.label} (busiest hour)")
 
 
 def _peak_rps(plane: DataPlane, window_s: float = 60.0) -> float:

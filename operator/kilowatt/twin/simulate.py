@@ -21,7 +21,7 @@ from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.economics.prices import PriceSource
 from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.twin.dataplane import DataPlane, Sample, routed_as
-from kilowatt.twin.policies import make_policy
+from kilowatt.twin.policies import Policy, make_policy
 from kilowatt.twin.workload import Workload
 
 DRAIN_LIMIT_SECONDS = 3600.0
@@ -51,6 +51,7 @@ class PolicyResult:
     stranded_usd: float = 0.0  # paid for capacity the routing cannot reach (equal shares on a mixed placement)
     co2_kg: float = 0.0
     owned_hardware_usd: float = 0.0  # of hardware_usd: owned pools' GPUs, paid whether used or not
+    detail: str = ""  # how the policy was set up (a tuned HPA target)
 
     def to_json(self) -> dict:
         ms = lambda s: None if s is None else round(s * 1000.0, 3)  # noqa: E731
@@ -76,6 +77,7 @@ class PolicyResult:
             "co2KgPerDay": round(self.co2_kg / (self.samples[-1].t_s / SECONDS_PER_DAY), 6)
             if self.samples and self.samples[-1].t_s > 0 else None,
             "ownedHardwareUsd": round(self.owned_hardware_usd, 6),
+            **({"detail": self.detail} if self.detail else {}),
             "wallSeconds": round(self.wall_seconds, 3),
         }
 
@@ -84,13 +86,14 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
                prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
                period_seconds: float = 15.0, seed: int = 0,
                progress: Callable[[str, float], None] | None = None, routing: str | None = None,
-               curves: CurveBook | None = None, engine_capacity: bool = False) -> PolicyResult:
+               curves: CurveBook | None = None, engine_capacity: bool = False,
+               policy: Policy | None = None) -> PolicyResult:
     """``routing``: how the cluster routes (None: the service's spec.routing.mode). ``curves``: the engine's
     latency curves, shared between the runs of one comparison (measured once, used by every policy).
     ``engine_capacity``: every policy plans with the SLO capacity measured on the engine, not the analytic model."""
     started = time.perf_counter()
     service, routing = routed_as(service, routing)
-    policy = make_policy(name, service, pools, price_queries, period_seconds)
+    policy = policy or make_policy(name, service, pools, price_queries, period_seconds)
     plane = DataPlane(workload, service, pools, prices, start, seed=seed,
                       startup_override_seconds=policy.startup_override_seconds, routing=routing, curves=curves,
                       engine_capacity=engine_capacity)
@@ -113,7 +116,9 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
     while plane.unfinished() and t < workload.duration_s + DRAIN_LIMIT_SECONDS:
         t += period_seconds
         plane.advance(t)
-    return summarise(name, plane, time.perf_counter() - started, getattr(policy, "decisions", 0))
+    result = summarise(name, plane, time.perf_counter() - started, getattr(policy, "decisions", 0))
+    result.detail = getattr(policy, "detail", "")
+    return result
 
 
 def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int = 0) -> PolicyResult:

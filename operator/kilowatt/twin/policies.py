@@ -105,12 +105,13 @@ def _best_degree(plane: DataPlane, pool: str, mix: TokenMix | None = None) -> tu
 HPA_TARGET_FRACTIONS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 HPA_CALIBRATION_SECONDS = 3600.0
 HPA_CALIBRATION_ATTAINMENT = 0.99
+HPA_DEFAULT_TARGET_FRACTION = 0.8
 
 
 class HpaPolicy(Policy):
     def __init__(self, pool: str, target_fraction: float | None = None, tolerance: float = 0.1,
                  down_window_seconds: float = 300.0) -> None:
-        """``target_fraction`` None: tuned on a calibration hour (``tune``)."""
+        """``target_fraction`` None: to be tuned on a calibration hour (``kilowatt.twin.simulate.tune_hpa``)."""
         self.pool = pool
         self.name = f"hpa-{pool}"
         self.target_fraction, self.tolerance, self.down_window = target_fraction, tolerance, down_window_seconds
@@ -124,28 +125,10 @@ class HpaPolicy(Policy):
         self.degree, within, _ = _best_degree(plane, self.pool)
         if within <= 0:
             raise ValueError(f"policy {self.name}: {plane.service.key} cannot meet its SLO on pool {self.pool}")
-        if self.target_fraction is None:
-            self.target_fraction = self.tune(plane)
+        if self.target_fraction is None:  # untuned (the twin's runner tunes it first: simulate.tune_hpa)
+            self.target_fraction = HPA_DEFAULT_TARGET_FRACTION
         self.target_rps = self.target_fraction * within
         self.limit = min(plane.service.spec.replicas.max, (plane.pool_state(self.pool).gpus_max // self.degree))
-
-    def tune(self, plane: DataPlane) -> float:
-        """The highest target share that keeps HPA_CALIBRATION_ATTAINMENT of the calibration hour's requests
-        within the SLO (the lowest tried if none does), as a careful user would set it from a load test."""
-        from kilowatt.twin.simulate import run_policy  # the twin's runner, which imports this module
-
-        hour = calibration_hour(plane.workload)
-        tried = []
-        for fraction in HPA_TARGET_FRACTIONS:
-            result = run_policy(self.name, hour, plane.service, list(plane.pools.values()), plane.prices, {},
-                                plane.start, seed=1, routing=plane.routing, curves=plane.capacity.curves,
-                                engine_capacity=plane.capacity.engine, policy=HpaPolicy(self.pool, fraction))
-            tried.append(f"{fraction:.0%}: {result.slo_attainment:.2%}")
-            if result.slo_attainment >= HPA_CALIBRATION_ATTAINMENT:
-                break
-        self.detail = (f"target {fraction:.0%} of a replica's SLO capacity, tuned on the busiest hour "
-                       f"({'; '.join(tried)})")
-        return fraction
 
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane = self.plane

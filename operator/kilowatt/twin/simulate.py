@@ -21,7 +21,14 @@ from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.economics.prices import PriceSource
 from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.twin.dataplane import DataPlane, Sample, routed_as
-from kilowatt.twin.policies import Policy, make_policy
+from kilowatt.twin.policies import (
+    HPA_CALIBRATION_ATTAINMENT,
+    HPA_TARGET_FRACTIONS,
+    HpaPolicy,
+    Policy,
+    calibration_hour,
+    make_policy,
+)
 from kilowatt.twin.workload import Workload
 
 DRAIN_LIMIT_SECONDS = 3600.0
@@ -94,6 +101,8 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
     started = time.perf_counter()
     service, routing = routed_as(service, routing)
     policy = policy or make_policy(name, service, pools, price_queries, period_seconds)
+    if isinstance(policy, HpaPolicy) and policy.target_fraction is None:
+        tune_hpa(policy, workload, service, pools, prices, start, period_seconds, routing, curves, engine_capacity)
     plane = DataPlane(workload, service, pools, prices, start, seed=seed,
                       startup_override_seconds=policy.startup_override_seconds, routing=routing, curves=curves,
                       engine_capacity=engine_capacity)
@@ -119,6 +128,25 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
     result = summarise(name, plane, time.perf_counter() - started, getattr(policy, "decisions", 0))
     result.detail = getattr(policy, "detail", "")
     return result
+
+
+def tune_hpa(policy: HpaPolicy, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
+             prices: dict[str, PriceSource], start: datetime, period_seconds: float, routing: str | None,
+             curves: CurveBook | None, engine_capacity: bool) -> None:
+    """Set the HPA's target as a careful user would from a load test: the highest share of a replica's SLO
+    capacity (HPA_TARGET_FRACTIONS) that keeps HPA_CALIBRATION_ATTAINMENT of the calibration hour's requests (the
+    workload's busiest) within the SLO; the lowest tried if none does."""
+    hour = calibration_hour(workload)
+    tried = []
+    for fraction in HPA_TARGET_FRACTIONS:
+        result = run_policy(policy.name, hour, service, pools, prices, {}, start, period_seconds, seed=1,
+                            routing=routing, curves=curves, engine_capacity=engine_capacity,
+                            policy=HpaPolicy(policy.pool, fraction))
+        tried.append(f"{fraction:.0%}: {result.slo_attainment:.2%}")
+        if result.slo_attainment >= HPA_CALIBRATION_ATTAINMENT:
+            break
+    policy.target_fraction = fraction
+    policy.detail = f"target {fraction:.0%} of a replica's SLO capacity, tuned on the busiest hour ({'; '.join(tried)})"
 
 
 def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int = 0) -> PolicyResult:

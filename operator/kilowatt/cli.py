@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2024-07-16T00:00:00-07:00",
                    help="simulated start (ISO 8601; default midnight in California, so the day crosses the "
                         "RTX 4090 pool's evening tariff peak)")
-    p.add_argument("--baselines", default=",".join(("hpa-h100", "hpa-rtx4090", "static-peak", "melange",
+    p.add_argument("--baselines", default=",".join(("hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda",
                                                     "lower-bound")),
                    help="twin baselines run on the same requests at the end ('' for none)")
     p.add_argument("--report", default="kilowatt-demo-report", help="directory for the plots and report.html")

@@ -91,7 +91,8 @@ def test_demo_on_its_embedded_control_plane_stops_cleanly_on_ctrl_c_and_still_re
             break
     kubeconfig = next(line.split("=", 1)[1].split()[0] for line in lines if line.startswith("KUBECONFIG="))
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=180)
+    # Generous: after Ctrl-C it still runs the baseline (its HPA target tuned first) on what was served.
+    out, err = proc.communicate(timeout=420)
     out = "".join(lines) + out
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in out + err

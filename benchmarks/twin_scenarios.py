@@ -36,7 +36,15 @@ START = datetime(2024, 7, 16, tzinfo=timezone.utc)
 EXAMPLES = REPO / "manifests" / "examples"
 SPIKE_START = datetime(2024, 5, 8, 12, tzinfo=timezone.utc)
 QUIET_SCALE = 0.025  # x the conversation trace's 5.5 req/s mean: ~0.14 req/s, peaks under 0.3
+# The goal every scenario is judged by counts requests: >= 99 % within the latency SLO. The service states that
+# as its SLO (percentile 99) so every policy plans for what it is judged by; the files' services say p95.
+SLO_PERCENTILE = 99.0
 POLICIES = ["kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda", "lower-bound"]
+
+
+def at_percentile(service, percentile: float):
+    slo = service.spec.slo.model_copy(update={"percentile": percentile})
+    return service.model_copy(update={"spec": service.spec.model_copy(update={"slo": slo})})
 
 
 def verdict(policies: list[dict]) -> dict:
@@ -58,12 +66,13 @@ def verdict(policies: list[dict]) -> dict:
 
 
 def scenario(name: str, workload, prices: dict, policies: list[str] = POLICIES, routing: str | None = None,
-             engine_capacity: bool = False, files: Path = SCENARIO, start: datetime = START) -> dict:
+             engine_capacity: bool = True, files: Path = SCENARIO, start: datetime = START) -> dict:
     pools, services = load_objects([files])
+    service = at_percentile(services[0], SLO_PERCENTILE)
     print(f"scenario {name}: {len(workload):,} requests, {workload.duration_s / 3600:.1f} h, {routing} routing",
           file=sys.stderr)
     started = time.perf_counter()
-    results = simulate(policies, workload, services[0], pools, prices, {}, start, routing=routing,
+    results = simulate(policies, workload, service, pools, prices, {}, start, routing=routing,
                        engine_capacity=engine_capacity)
     policies = [r.to_json() for r in results]
     return {"requests": len(workload), "hours": workload.duration_s / 3600, "wallSeconds": time.perf_counter() - started,
@@ -117,11 +126,11 @@ def main() -> int:
             results["week"] = scenario("week", week, {p.name: series for p in pools})
         elif part == "c":
             results["c"] = scenario("c", shaped(code, None, 8.0, seed=1), {})
-        elif part == "engine":
-            # (a) and (c) with every policy planning on the engine-measured SLO capacity (--capacity engine).
-            results["engineCapacity"] = {
-                "a": scenario("a/engine", shaped(conv, None, 8.0, seed=1), {}, engine_capacity=True),
-                "c": scenario("c/engine", shaped(code, None, 8.0, seed=1), {}, engine_capacity=True)}
+        elif part == "analytic":
+            # (a) and (c) with every policy planning on the analytic model (--capacity analytic), for comparison.
+            results["analyticCapacity"] = {
+                "a": scenario("a/analytic", shaped(conv, None, 8.0, seed=1), {}, engine_capacity=False),
+                "c": scenario("c/analytic", shaped(code, None, 8.0, seed=1), {}, engine_capacity=False)}
         elif part == "speed":
             pools, services = load_objects([SCENARIO])
             million = shaped(conv, None, 8.0, duration_s=1_000_000 / (len(conv) / conv.duration_s * 8.0), seed=2)

@@ -88,7 +88,7 @@ def _plan_inputs(args: argparse.Namespace) -> tuple[list, list, dict[str, float]
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from kilowatt.planner import plan
+    from kilowatt.planner import CapacityTable, plan
     from kilowatt.state import snapshot_from_objects
 
     inputs = _plan_inputs(args)
@@ -99,7 +99,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if missing:
         print(f"note: without a cluster the pool size comes from spec.maxGPUs; unset on {', '.join(missing)} "
               "(treated as 0 GPUs)", file=sys.stderr)
-    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)))
+    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)), CapacityTable())
     if args.output == "json":
         print(json.dumps(result.to_json(), indent=2))
         return 0
@@ -125,14 +125,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     from kilowatt.controller.actuator import deployment_manifest
     from kilowatt.controller.routing import Backend, backend_weights, routing_objects
-    from kilowatt.planner import plan
+    from kilowatt.planner import CapacityTable, plan
     from kilowatt.state import snapshot_from_objects
 
     inputs = _plan_inputs(args)
     if inputs is None:
         return 2
     pools, services, demand = inputs
-    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)))
+    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)), CapacityTable())
     by_pool = {p.name: p for p in pools}
     planned = {s.key: s for s in result.services}
     documents = []
@@ -497,9 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the cluster routes, overriding the service's spec.routing.mode (the default): service "
                         "(one Service, equal shares), weighted (an HTTPRoute weighted by capacity) or inferencepool "
                         "(by weight, then each replica of the pool in turn)")
-    p.add_argument("--capacity", choices=["analytic", "engine"], default="analytic",
-                   help="the SLO capacity every policy plans with: analytic (the operator's model today) or engine "
-                        "(measured on the twin's engine for the trace's length distribution: the one truth)")
+    p.add_argument("--capacity", choices=["analytic", "engine"], default="engine",
+                   help="the SLO capacity every policy plans with: engine (measured on the twin's engine for the "
+                        "trace's length distribution: the one truth, the operator's default) or analytic (the "
+                        "queueing model at the mix's means: faster, optimistic for long prompts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="directory for the plots and report.html")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

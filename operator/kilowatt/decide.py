@@ -30,6 +30,9 @@ from kilowatt.state import pool_state, service_state
 
 
 BACKLOG_SECONDS = 60.0
+# Seconds a period may spend measuring the engine's latency curves for mixes it has not seen (the rest plan on
+# the analytic model until a later period has measured them: CapacityTable).
+CURVE_BUDGET_SECONDS = 1.0
 # The seasonal forecast looks this far past the longest replica start-up: capacity asked for now serves then.
 FORECAST_BEYOND_STARTUP_SECONDS = 300.0
 # A tensor-parallel degree that just changed on a pool is held this long: no change back within the hour.
@@ -150,7 +153,8 @@ class Decider:
     demand: DemandEstimator = field(default_factory=DemandEstimator)
     correction: LatencyCorrection = field(default_factory=LatencyCorrection)
     stabiliser: Stabiliser = field(default_factory=Stabiliser)
-    capacity: CapacityTable = field(default_factory=CapacityTable)
+    capacity: CapacityTable = field(default_factory=lambda: CapacityTable(
+        measure_budget_seconds=CURVE_BUDGET_SECONDS))
     lengths: LengthHistory = field(default_factory=LengthHistory)
     forecast: SeasonalForecast = field(default_factory=SeasonalForecast)
     # (service, pool) -> (the degree running there, since when on the decision clock)
@@ -180,6 +184,7 @@ class Decider:
     ) -> PeriodDecisions:
         """``pool_states``: every pool with the GPUs kilowatt may use now and its price; ``metrics_error``: why
         the metric source could not be read at all this period, if it could not."""
+        self.capacity.new_period()
         planned: list[tuple[ServiceInput, ServiceState]] = []
         out = PeriodDecisions()
         held: list[ServiceInput] = []

@@ -197,3 +197,34 @@ def test_the_planners_capacity_agrees_with_the_twins_on_grid_cells(model, gpu, k
     assert twin > 0
     assert abs(planner - twin) / twin <= 0.15, (planner, twin)
     assert planner <= 1.10 * twin, (planner, twin)
+
+
+def test_a_period_past_its_curve_budget_plans_on_the_analytic_model_until_a_later_one_measures() -> None:
+    """The operator's table measures at most ``measure_budget_seconds`` of new curves a period: past it a figure
+    is the analytic model's and provisional (not remembered), and a later period replaces it by the engine's."""
+    from kilowatt.decide import CURVE_BUDGET_SECONDS, Decider
+    from kilowatt.performance.capacity import TokenMix
+    from kilowatt.planner.options import CapacityTable
+
+    assert Decider().capacity.engine and Decider().capacity.measure_budget_seconds == CURVE_BUDGET_SECONDS
+    mix = TokenMix(2000.0, 150.0, _spread_quantiles(2000.0, 0.5), _spread_quantiles(150.0, 0.3))
+    service, pool = _service(LLAMA_8B, mix), _pool("RTX-4090")
+    engine = CapacityTable(engine=True).replica(service, pool, 1)
+    analytic = CapacityTable(engine=False).replica(service, pool, 1)
+    assert engine != analytic  # else this test could not tell them apart
+
+    table = CapacityTable(engine=True, measure_budget_seconds=0.0)  # every period already spent
+    table.new_period()
+    assert table.replica(service, pool, 1) == analytic and table.provisional == 1
+    assert table.curves.measured == 0 and not table.curves.has(EngineTimes.of(
+        CapacityModel(LLAMA_8B, gpu_by_name("RTX-4090"), 1, default_calibration())), mix)
+    table.measure_budget_seconds = 5.0  # a later period with time to spare
+    table.new_period()
+    assert table.replica(service, pool, 1) == engine and table.curves.measured > 0
+    spent = table.measure_spent_seconds
+    assert spent > 0
+    table.measure_budget_seconds = 0.0  # measured curves are free: no budget needed to read them again
+    table.new_period()
+    assert table.replica(service, pool, 1) == engine and table.provisional == 0
+    table.clear()
+    assert table.replica(service, pool, 1) == engine and table.measure_spent_seconds == 0.0

@@ -139,6 +139,7 @@ class Demo:
         self._ok = 0
         self._finished = 0
         self._interrupted = False
+        self._driving = False  # the simulated clock is running: a Ctrl-C stops it at the end of a period
 
     # -- set-up ---------------------------------------------------------------------------------------------------
     def _say(self, text: str) -> None:
@@ -289,6 +290,8 @@ class Demo:
         slo = o.service.spec.slo
         header = Header(o.service.key, slo.ttft_milliseconds, slo.tpot_milliseconds, "", o.workload.label, o.report)
         previous_sigint = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_sigint)
         try:
             kubeconfig = self._cluster()
             header.kubeconfig = kubeconfig
@@ -307,7 +310,9 @@ class Demo:
         except KeyboardInterrupt:
             self._interrupted = True
         finally:
-            signal.signal(signal.SIGINT, previous_sigint)
+            self._driving = False
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, previous_sigint)
             if self.view is not None:
                 self.view.stop()
             self._stop_operator()
@@ -317,6 +322,14 @@ class Demo:
             if self.control_plane is not None:
                 self.control_plane.stop()
 
+    def _on_sigint(self, signum, frame) -> None:
+        """Ctrl-C while the clock runs stops it at the end of the period being served (a KeyboardInterrupt in the
+        middle of one would leave the twin half-advanced); before that, or pressed twice, it interrupts at once."""
+        if self._driving and not self._interrupted:
+            self._interrupted = True
+            return
+        raise KeyboardInterrupt
+
     def _drive(self, apps: client.AppsV1Api) -> None:
         plane, w, period = self.plane, self.o.workload, self.o.period_seconds
         self.clock.t_s = 0.0
@@ -325,7 +338,8 @@ class Demo:
         self._sync(apps, warm=True)
         wall_started = time.monotonic()
         t = 0.0
-        while t < w.duration_s:
+        self._driving = True
+        while t < w.duration_s and not self._interrupted:
             until = min(t + period, w.duration_s)
             with self.lock:
                 plane.advance(until)
@@ -354,8 +368,11 @@ class Demo:
                 self._say(f"stopped at {self.clock.now():%H:%M} (simulated); summarising the first "
                           f"{stopped_at / 3600:.2f} h")
             t = stopped_at
-            cut = int(np.searchsorted(plane.workload.arrival_s, stopped_at, side="left"))
-            plane.workload = _head(plane.workload, cut, max(stopped_at, 1.0))
+            # Every request routed so far belongs to the summary (a second Ctrl-C may have stopped a period
+            # after routing its arrivals and before the clock moved).
+            cut = max(int(np.searchsorted(plane.workload.arrival_s, stopped_at, side="left")), plane.next_arrival)
+            last = float(plane.workload.arrival_s[cut - 1]) if cut else 0.0
+            plane.workload = _head(plane.workload, cut, max(stopped_at, last, 1.0))
             while plane.unfinished() and t < stopped_at + DRAIN_LIMIT_SECONDS:
                 t += o.period_seconds
                 plane.advance(t)

@@ -196,23 +196,31 @@ class CurveBook:
 
     def curve(self, times: EngineTimes, mix: TokenMix) -> LatencyCurve:
         """The curve for ``mix`` (means exactly; a shape within SHAPE_TOLERANCE of a measured one reuses it)."""
+        found = self._find(times, mix)
+        if found is not None:
+            return found
         key = (times, mix.input_tokens, mix.output_tokens)
-        in_shape = _relative_shape(mix.input_quantiles, mix.input_tokens)
-        out_shape = _relative_shape(mix.output_quantiles, mix.output_tokens)
-        measured = self._curves.get(key)
-        if measured is None:
-            if self._count >= self.limit:
-                self._curves.clear()
-                self._count = 0
-            measured = self._curves[key] = []
-        for i, o, curve in measured:
-            if (_close(i, in_shape) and _close(o, out_shape)) if self.grid else (i == in_shape and o == out_shape):
-                return curve
+        if key not in self._curves and self._count >= self.limit:
+            self._curves.clear()
+            self._count = 0
         curve = latency_curve(times, mix)
-        measured.append((in_shape, out_shape, curve))
+        self._curves.setdefault(key, []).append((_relative_shape(mix.input_quantiles, mix.input_tokens),
+                                                 _relative_shape(mix.output_quantiles, mix.output_tokens), curve))
         self._count += 1
         self.measured += 1
         return curve
+
+    def has(self, times: EngineTimes, mix: TokenMix) -> bool:
+        """Whether every curve ``capacity``/``latency`` would read for ``mix`` is measured already."""
+        return all(self._find(times, corner) is not None for _, corner in self._corners(mix))
+
+    def _find(self, times: EngineTimes, mix: TokenMix) -> LatencyCurve | None:
+        in_shape = _relative_shape(mix.input_quantiles, mix.input_tokens)
+        out_shape = _relative_shape(mix.output_quantiles, mix.output_tokens)
+        for i, o, curve in self._curves.get((times, mix.input_tokens, mix.output_tokens), ()):
+            if (_close(i, in_shape) and _close(o, out_shape)) if self.grid else (i == in_shape and o == out_shape):
+                return curve
+        return None
 
     def _corners(self, mix: TokenMix) -> list[tuple[float, TokenMix]]:
         """The grid mixes around ``mix``, with their bilinear weights (without a grid, the mix itself)."""

@@ -78,7 +78,8 @@ def plan(
 ) -> Plan:
     """Plan every service on every pool. ``time_limit_seconds`` bounds the whole call on large programs;
     ``exact`` runs full branch-and-bound (presolve on) until the gap closes or the limit — for reference solves.
-    ``capacity``: the caller's table of per-replica capacities, kept between plans (a fresh one without)."""
+    ``capacity``: the caller's table of per-replica capacities, kept between plans (without one: the analytic
+    model, a quick estimate; whoever plans for real keeps a table on the engine's curves)."""
     started = time.perf_counter()
     by_service: dict[str, list[Option]] = {
         s.key: options_for(s, snapshot.pools, snapshot.at, capacity) for s in snapshot.services

@@ -4,6 +4,7 @@ with the per-replica capacity within the SLO and the per-replica cost."""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,21 +62,45 @@ class CapacityTable:
     change between periods).
     """
 
-    def __init__(self, calibration: Calibration | None = None, limit: int = 20000, engine: bool = False,
-                 curves: CurveBook | None = None) -> None:
+    def __init__(self, calibration: Calibration | None = None, limit: int = 20000, engine: bool = True,
+                 curves: CurveBook | None = None, measure_budget_seconds: float | None = None) -> None:
         self.calibration = calibration or default_calibration()
         self.limit = limit
-        # True: SLO capacity measured on the serving engine for the mix's length distribution (the twin's
-        # truth, kilowatt.performance.slo_capacity); False: the analytic model at the mix's means (fast, coarser).
-        # Not yet the default: every new (model shape, GPU, degree, length mix) measures curves (~0.26 s each), too
-        # slow for an operator's first period at 1,000 services until curves are measured in the background or
-        # tabulated offline (benchmarks/RESULTS.md, issue 12). `kilowatt simulate --capacity engine` turns it on.
+        # True (the default): SLO capacity measured on the serving engine for the mix's length distribution (the
+        # twin's truth, kilowatt.performance.slo_capacity); False: the analytic model at the mix's means (fast,
+        # coarser, optimistic for long prompts).
         self.engine = engine
         self.curves = curves if curves is not None else CurveBook()
+        # Seconds a planning period may spend measuring new curves (None: no limit, as in the twin, which must be
+        # deterministic). Each new (model shape, GPU, degree, length mix) costs ~0.1-0.3 s; past the budget a
+        # figure is the analytic model's, provisional (not remembered), until a later period has measured it. An
+        # operator's first period at 1,000 services thus plans on the analytic model and converges over periods.
+        self.measure_budget_seconds = measure_budget_seconds
+        self.measure_spent_seconds = 0.0
+        self.provisional = 0  # figures given from the analytic model this period for want of budget
         self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}
 
     def clear(self) -> None:
         self._by_service.clear()
+
+    def new_period(self) -> None:
+        """A planning period starts: its curve-measuring budget is whole again."""
+        self.measure_spent_seconds = 0.0
+        self.provisional = 0
+
+    def _may_measure(self, times: EngineTimes, mix: TokenMix) -> bool:
+        if self.measure_budget_seconds is None or self.curves.has(times, mix):
+            return True
+        return self.measure_spent_seconds < self.measure_budget_seconds
+
+    def _measured(self, fn, *args):
+        """``fn(*args)`` on the curves, its time charged to the period's budget when it measured a new one."""
+        started, before = time.perf_counter(), self.curves.measured
+        try:
+            return fn(*args)
+        finally:
+            if self.curves.measured != before:
+                self.measure_spent_seconds += time.perf_counter() - started
 
     def table_for(self, service: ServiceState) -> dict[tuple, tuple[float, float]]:
         return self._table(service)
@@ -99,11 +124,21 @@ class CapacityTable:
         factors = service.correction_on(pool.name)
         key = (pool.gpu, tensor_parallel, factors)
         found = table.get(key)
-        if found is None:
-            found = table[key] = _replica_capacity(service, pool, tensor_parallel, self.calibration,
-                                                   self.curves if self.engine else None)
+        if found is not None:
+            return found
+        model = CapacityModel(service.shape, pool.gpu, tensor_parallel, self.calibration).corrected(*factors)
+        if not model.fits():
+            found = (0.0, 0.0)
+        elif self.engine and self._may_measure(EngineTimes.of(model), service.mix):
+            found = self._measured(self.curves.capacity, EngineTimes.of(model), service.mix, service.ttft_seconds,
+                                   service.tpot_seconds, service.percentile, model.ttft_factor, model.tpot_factor)
+        else:
+            found = _analytic(model, service)
+            if self.engine:  # provisional: a later period measures it on the engine
+                self.provisional += 1
+                return found
+        table[key] = found
         return found
-
 
     def latency(self, service: ServiceState, pool: PoolState, tensor_parallel: int, load_rps: float
                 ) -> tuple[float, float]:
@@ -113,21 +148,14 @@ class CapacityTable:
         if self.engine:
             if not model.fits():
                 return math.inf, math.inf
-            return self.curves.latency(EngineTimes.of(model), service.mix, load_rps, service.percentile)
+            times = EngineTimes.of(model)
+            if self._may_measure(times, service.mix):
+                return self._measured(self.curves.latency, times, service.mix, load_rps, service.percentile)
         point = model.at_load(load_rps, _rounded_mix(service.mix), service.percentile)
         return point.ttft_p_seconds, point.tpot_p_seconds
 
 
-def _replica_capacity(service: ServiceState, pool: PoolState, tensor_parallel: int,
-                      calibration: Calibration, curves: CurveBook | None) -> tuple[float, float]:
-    """From the engine's latency curves when ``curves`` is given (the one truth), else the analytic model."""
-    model = CapacityModel(service.shape, pool.gpu, tensor_parallel, calibration).corrected(
-        *service.correction_on(pool.name))
-    if not model.fits():
-        return 0.0, 0.0
-    if curves is not None:
-        return curves.capacity(EngineTimes.of(model), service.mix, service.ttft_seconds, service.tpot_seconds,
-                               service.percentile, model.ttft_factor, model.tpot_factor)
+def _analytic(model: CapacityModel, service: ServiceState) -> tuple[float, float]:
     mix = _rounded_mix(service.mix)
     return (model.max_rps_within_slo(mix, service.ttft_seconds, service.tpot_seconds, service.percentile),
             model.saturation_rps(mix))
@@ -140,14 +168,16 @@ def replica_capacity(
     ``capacity`` (remembered there) or, without one, computed afresh with the shipped calibration."""
     if capacity is not None:
         return capacity.replica(service, pool, tensor_parallel)
-    return _replica_capacity(service, pool, tensor_parallel, default_calibration(), None)
+    model = CapacityModel(service.shape, pool.gpu, tensor_parallel, default_calibration()).corrected(
+        *service.correction_on(pool.name))
+    return _analytic(model, service) if model.fits() else (0.0, 0.0)
 
 
 def options_for(
     service: ServiceState, pools: tuple[PoolState, ...], at: datetime, capacity: CapacityTable | None = None
 ) -> list[Option]:
     out = []
-    capacity = capacity or CapacityTable()
+    capacity = capacity or CapacityTable(engine=False)  # table-less: a quick estimate on the analytic model
     table = capacity.table_for(service)
     for pool in pools:
         if not service.may_use(pool.name):

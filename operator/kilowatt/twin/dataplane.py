@@ -112,7 +112,7 @@ class DataPlane:
                  prices: dict[str, PriceSource], start: datetime, seed: int = 0,
                  startup_override_seconds: float | None = None, metrics_window_seconds: float = 60.0,
                  routing: str | None = None, curves: CurveBook | None = None,
-                 engine_capacity: bool = False) -> None:
+                 engine_capacity: bool = True) -> None:
         service, self.routing = routed_as(service, routing)
         self._turn: dict[str, int] = {}  # pool -> the next replica's turn (inferencepool routing)
         self.workload = workload
@@ -147,7 +147,7 @@ class DataPlane:
         # Per-replica capacities of this run's service, shared with its policies; the engine's latency curves
         # (``curves``) may be shared across runs on the same pools.
         # engine_capacity: every policy plans with the SLO capacity measured on this engine (the one truth);
-        # else with the analytic model (the operator's default today).
+        # False: with the analytic model at the mix's means (the operator's model before issue 12).
         self.capacity = CapacityTable(curves=curves, engine=engine_capacity)
 
     # -- what runs ------------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
                prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
                period_seconds: float = 15.0, seed: int = 0,
                progress: Callable[[str, float], None] | None = None, routing: str | None = None,
-               curves: CurveBook | None = None, engine_capacity: bool = False,
+               curves: CurveBook | None = None, engine_capacity: bool = True,
                policy: Policy | None = None) -> PolicyResult:
     """``routing``: how the cluster routes (None: the service's spec.routing.mode). ``curves``: the engine's
     latency curves, shared between the runs of one comparison (measured once, used by every policy).
@@ -179,7 +179,7 @@ def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int =
 def simulate(policies: list[str], workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
              prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
              period_seconds: float = 15.0, seed: int = 0, quiet: bool = False,
-             routing: str | None = None, engine_capacity: bool = False) -> list[PolicyResult]:
+             routing: str | None = None, engine_capacity: bool = True) -> list[PolicyResult]:
     tty = sys.stderr.isatty()
 
     def progress(name: str, fraction: float) -> None:

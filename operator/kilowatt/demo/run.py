@@ -47,7 +47,7 @@ from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef
 from kilowatt.runner import RunOptions, build_loop, serve
 from kilowatt.demo.controlplane import ControlPlane, ControlPlaneError, free_port
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
-from kilowatt.twin.simulate import DRAIN_LIMIT_SECONDS, PolicyResult, simulate, summarise
+from kilowatt.twin.simulate import DRAIN_LIMIT_SECONDS, PolicyResult, opening_rps, simulate, summarise
 from kilowatt.twin.workload import Workload
 
 log = logging.getLogger("kilowatt.demo")
@@ -120,7 +120,7 @@ class Demo:
         self.plane = DataPlane(options.workload, options.service, options.pools, options.prices, options.start,
                                seed=options.seed)
         w = options.workload
-        self.initial_rps = float(np.sum(w.arrival_s < 60.0)) / min(60.0, w.duration_s)
+        self.initial_rps = opening_rps(w)
         self.control_plane: ControlPlane | None = None
         self.operator_thread: threading.Thread | None = None
         self.stop_flag = threading.Event()

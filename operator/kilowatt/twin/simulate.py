@@ -32,6 +32,9 @@ from kilowatt.twin.policies import (
 from kilowatt.twin.workload import Workload
 
 DRAIN_LIMIT_SECONDS = 3600.0
+# The warm start: every policy begins sized for the mean arrival rate of the trace's first five minutes (the
+# default scale-down stabilisation window).
+WARM_WINDOW_SECONDS = 300.0
 SECONDS_PER_DAY = 86400.0
 TOKENS_PER_MILLION = 1e6
 
@@ -89,6 +92,14 @@ class PolicyResult:
         }
 
 
+def opening_rps(workload: Workload) -> float:
+    """The rate the service was serving before the trace (the warm start every policy and the demo share): the
+    mean of the first WARM_WINDOW_SECONDS, not the first minute, which in a bursty trace can be a lull a service
+    that had been running would not have scaled down to."""
+    window = min(WARM_WINDOW_SECONDS, workload.duration_s)
+    return float(np.sum(workload.arrival_s < window)) / window if window > 0 else 0.0
+
+
 def run_policy(name: str, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
                prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
                period_seconds: float = 15.0, seed: int = 0,
@@ -107,8 +118,7 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
                       startup_override_seconds=policy.startup_override_seconds, routing=routing, curves=curves,
                       engine_capacity=engine_capacity)
     policy.bind(plane)
-    first_minute = float(np.sum(workload.arrival_s < 60.0)) / min(60.0, workload.duration_s)
-    plane.apply(policy.decide(initial_rps=first_minute))
+    plane.apply(policy.decide(initial_rps=opening_rps(workload)))
     plane.warm_start()  # what ran before the trace is already serving
     t = 0.0
     next_report = 0.0

@@ -432,3 +432,18 @@ def test_hpa_is_tuned_on_the_busiest_hour_to_the_highest_target_that_keeps_99_pe
         missed = run_policy("hpa-h100", hour, service, pools, {}, {}, START, seed=1,
                             policy=HpaPolicy("h100", min(higher)))
         assert missed.slo_attainment < 0.99
+
+
+def test_a_baseline_that_cannot_meet_the_slo_on_its_pool_is_skipped_with_the_reason_and_the_rest_compare(
+        examples, conv, capsys):
+    from kilowatt.twin.simulate import simulate
+
+    pools, service = examples
+    # TPOT within 12 ms at p99: an H100 replica of Llama-3-8B decodes that fast, an RTX 4090 one never does.
+    slo = service.spec.slo.model_copy(update={"tpot_milliseconds": 12.0, "percentile": 99.0})
+    tight = service.model_copy(update={"spec": service.spec.model_copy(update={"slo": slo})})
+    results = simulate(["hpa-rtx4090", "hpa-h100"], small(conv, 5), tight, pools, {}, {}, START)
+    assert [r.name for r in results] == ["hpa-h100"]
+    err = capsys.readouterr().err
+    assert "hpa-rtx4090  skipped: policy hpa-rtx4090: default/llama3-8b-chat cannot meet its SLO on pool rtx4090" \
+        in err

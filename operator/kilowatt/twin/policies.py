@@ -43,6 +43,11 @@ Desired = dict[str, tuple[int, int]]  # pool -> (replicas, tensor-parallel degre
 POLICIES = ("kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda", "lower-bound")
 
 
+class PolicyUnavailable(ValueError):
+    """A baseline that cannot be set up for this service and these pools (an HPA on a pool where no replica meets
+    the SLO): the comparison goes on without it and says why."""
+
+
 class Policy:
     name = "policy"
     startup_override_seconds: float | None = None
@@ -124,7 +129,8 @@ class HpaPolicy(Policy):
             raise ValueError(f"policy {self.name}: no pool named {self.pool!r} (pools: {', '.join(plane.pools)})")
         self.degree, within, _ = _best_degree(plane, self.pool)
         if within <= 0:
-            raise ValueError(f"policy {self.name}: {plane.service.key} cannot meet its SLO on pool {self.pool}")
+            raise PolicyUnavailable(f"policy {self.name}: {plane.service.key} cannot meet its SLO on pool "
+                                    f"{self.pool} at any tensor-parallel degree")
         if self.target_fraction is None:  # untuned (the twin's runner tunes it first: simulate.tune_hpa)
             self.target_fraction = HPA_DEFAULT_TARGET_FRACTION
         self.target_rps = self.target_fraction * within

@@ -26,6 +26,7 @@ from kilowatt.twin.policies import (
     HPA_TARGET_FRACTIONS,
     HpaPolicy,
     Policy,
+    PolicyUnavailable,
     calibration_hour,
     make_policy,
 )
@@ -201,8 +202,12 @@ def simulate(policies: list[str], workload: Workload, service: InferenceService,
     results = []
     curves = CurveBook()
     for name in policies:
-        result = run_policy(name, workload, service, pools, prices, price_queries, start, period_seconds, seed,
-                            None if quiet else progress, routing, curves, engine_capacity)
+        try:
+            result = run_policy(name, workload, service, pools, prices, price_queries, start, period_seconds, seed,
+                                None if quiet else progress, routing, curves, engine_capacity)
+        except PolicyUnavailable as exc:  # the others still compare
+            print(f"{chr(13) if tty else ''}  {name:12} skipped: {exc}", file=sys.stderr)
+            continue
         if not quiet:
             print(f"{chr(13) if tty else ''}  {name:12} {'#' * 30} done in {result.wall_seconds:.1f}s: ${result.cost_usd:.2f}, SLO "
                   f"{result.slo_attainment:.2%}", file=sys.stderr)

@@ -49,6 +49,8 @@ def at_percentile(service, percentile: float):
 
 def verdict(policies: list[dict]) -> dict:
     by = {p["name"]: p for p in policies}
+    if "kilowatt" not in by:
+        return {}
     kw = by["kilowatt"]
     others = [p for p in policies if p["name"] not in ("kilowatt", "lower-bound")]
     reaching = [p for p in others if p["sloAttainment"] >= 0.99]

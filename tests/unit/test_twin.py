@@ -447,3 +447,17 @@ def test_a_baseline_that_cannot_meet_the_slo_on_its_pool_is_skipped_with_the_rea
     err = capsys.readouterr().err
     assert "hpa-rtx4090  skipped: policy hpa-rtx4090: default/llama3-8b-chat cannot meet its SLO on pool rtx4090" \
         in err
+
+
+def test_melange_sized_on_each_buckets_own_lengths_is_never_dearer_than_the_static_peak_mix():
+    """Mélange may serve each request-size bucket where it is cheapest; sized with the same capacity truth (each
+    bucket's own length distribution, not a default spread around its mean) it costs about what one static mix
+    for the peak costs (within 5 %: whole replicas per bucket split), at the same SLO. It once cost twice the
+    static mix on scenario (c) (issue 13); "never dearer" is not met exactly (benchmarks/RESULTS.md)."""
+    from kilowatt.twin.simulate import simulate
+
+    pools, services = load_objects([REPO / "benchmarks" / "scenarios" / "owned-4090-cloud-h100"])
+    code = shaped(read_requests(SHARED_DATA / "azure2023_code_requests.csv"), None, 8.0, duration_s=900.0, seed=1)
+    static, melange = simulate(["static-peak", "melange"], code, services[0], pools, {}, {}, START, quiet=True)
+    assert melange.cost_usd <= static.cost_usd * 1.05, (melange.cost_usd, static.cost_usd)
+    assert melange.slo_attainment >= min(0.99, static.slo_attainment - 0.005)

@@ -32,6 +32,7 @@ from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, ScalingMode
 from kilowatt.decide import Decider, ServiceInput
 from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef, Topology
 from kilowatt.performance import TokenMix
+from kilowatt.performance.lengths import quantiles_of
 from kilowatt.planner import PLANNER_BUDGET_SECONDS, Snapshot, plan
 from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.planner.options import CapacityTable, replica_capacity
@@ -312,7 +313,8 @@ class MelangePolicy(Policy):
         shares = {b: float(np.mean(self.bucket == b)) for b in buckets}
         pools = list(plane.pools)
         at = plane.at(w.duration_s / 2)
-        # Per (bucket, pool): req/s one replica serves within the SLO at that bucket's mean lengths.
+        # Per (bucket, pool): req/s one replica serves within the SLO for that bucket's own lengths (means and
+        # quantiles: a bucket is narrow, and the default spread would make Mélange size for tails it never sees).
         cap = np.zeros((len(buckets), len(pools)))
         degree = {}
         for j, pool in enumerate(pools):
@@ -320,7 +322,8 @@ class MelangePolicy(Policy):
             degree[pool] = k
             for i, b in enumerate(buckets):
                 mask = self.bucket == b
-                mix = TokenMix(float(w.input_tokens[mask].mean()), float(w.output_tokens[mask].mean()))
+                mix = TokenMix(float(w.input_tokens[mask].mean()), float(w.output_tokens[mask].mean()),
+                               quantiles_of(w.input_tokens[mask]), quantiles_of(w.output_tokens[mask]))
                 cap[i, j] = replica_capacity(service_state(plane.service, 0.0, mix), plane.pool_state(pool), k,
                                              plane.capacity)[0]
         # What a replica adds (an owned GPU's hardware is paid either way), as kilowatt's planner prices it.

@@ -498,9 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(one Service, equal shares), weighted (an HTTPRoute weighted by capacity) or inferencepool "
                         "(by weight, then each replica of the pool in turn)")
     p.add_argument("--capacity", choices=["analytic", "engine"], default="engine",
-                   help="the SLO capacity every policy plans with: engine (measured on the twin's engine for the "
-                        "trace's length distribution: the one truth, the operator's default) or analytic (the "
-                        "queueing model at the mix's means: faster, optimistic for long prompts)")
+                   help="the SLO capacity the baselines plan with: engine (measured on the twin's engine for the "
+                        "trace's length distribution: the one truth) or analytic (the queueing model at the mix's "
+                        "means: faster, optimistic for long prompts); the kilowatt policy plans as the operator does")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="directory for the plots and report.html")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

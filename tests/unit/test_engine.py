@@ -202,11 +202,13 @@ def test_the_planners_capacity_agrees_with_the_twins_on_grid_cells(model, gpu, k
 def test_a_period_past_its_curve_budget_plans_on_the_analytic_model_until_a_later_one_measures() -> None:
     """The operator's table measures at most ``measure_budget_seconds`` of new curves a period: past it a figure
     is the analytic model's and provisional (not remembered), and a later period replaces it by the engine's."""
-    from kilowatt.decide import CURVE_BUDGET_SECONDS, Decider
+    from kilowatt.decide import CURVE_BUDGET_SECONDS, OPERATOR_ENGINE_CAPACITY, Decider
     from kilowatt.performance.capacity import TokenMix
     from kilowatt.planner.options import CapacityTable
 
-    assert Decider().capacity.engine and Decider().capacity.measure_budget_seconds == CURVE_BUDGET_SECONDS
+    decider = Decider()
+    assert decider.capacity.engine == OPERATOR_ENGINE_CAPACITY
+    assert decider.capacity.measure_budget_seconds == CURVE_BUDGET_SECONDS
     mix = TokenMix(2000.0, 150.0, _spread_quantiles(2000.0, 0.5), _spread_quantiles(150.0, 0.3))
     service, pool = _service(LLAMA_8B, mix), _pool("RTX-4090")
     engine = CapacityTable(engine=True).replica(service, pool, 1)

@@ -75,8 +75,10 @@ class KilowattPolicy(Policy):
     def bind(self, plane: DataPlane) -> None:
         super().bind(plane)
         self.metrics = SimulatedMetrics(plane, self.price_queries)
-        # The operator measures its own curves; in the twin they are the run's (the same engine, measured once).
-        self.decider.capacity = CapacityTable(self.decider.capacity.calibration, engine=plane.capacity.engine,
+        # As the operator plans (its Decider's capacity setting, whatever the run's --capacity says for the other
+        # policies); the curves are the run's (the same engine, measured once), without a measuring budget so a
+        # run is deterministic.
+        self.decider.capacity = CapacityTable(self.decider.capacity.calibration, engine=self.decider.capacity.engine,
                                               curves=plane.capacity.curves)
 
     def decide(self, initial_rps: float | None = None) -> Desired:

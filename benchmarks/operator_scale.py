@@ -5,7 +5,8 @@ service at a steady load), so the figures are the operator's own: list, plan, st
 Reconcile latency: after a load change the next period applies the new Deployments, so the latency is one
 control period (15 s by default) plus the period's own run time measured here.
 
-    python benchmarks/operator_scale.py [--services 10,100,1000] [--pools 5] [--out benchmarks/results/operator_scale.json]
+    python benchmarks/operator_scale.py [--services 10,100,1000] [--pools 5] [--reads watches|lists]
+        [--out benchmarks/results/operator_scale.json]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from kubernetes import client
 
 from kilowatt.controller.loop import WRITE_CONCURRENCY, ControlLoop, LoopConfig
+from kilowatt.controller.reads import Informers
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.source import Observations, ServiceObservation
 from kilowatt.metrics.static import StaticSource
@@ -82,11 +84,16 @@ def observations(n_services: int, namespaces: list[str], scale: float) -> Observ
     return Observations(True, services=services)
 
 
-def measure(n_services: int, n_pools: int, periods: int) -> dict:
+def measure(n_services: int, n_pools: int, periods: int, reads_from: str = "watches") -> dict:
     with ControlPlane() as cp:
         core, apps, custom, namespaces = setup(cp, n_services, n_pools)
         source = StaticSource(observations(n_services, namespaces, 1.0))
-        loop = ControlLoop(core, apps, custom, source, LoopConfig(planner_budget_seconds=0.8), Telemetry())
+        reads = None
+        if reads_from == "watches":  # as `kilowatt run` reads (kilowatt.runner.build_loop), requests counted
+            api = CountingApi(core.api_client.configuration)
+            reads = Informers(client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api))
+        loop = ControlLoop(core, apps, custom, source, LoopConfig(planner_budget_seconds=0.8), Telemetry(),
+                           reads=reads)
         def period(scale: float) -> tuple[float, float, int, int]:
             source.observations = observations(n_services, namespaces, scale)
             CountingApi.calls = 0
@@ -104,6 +111,7 @@ def measure(n_services: int, n_pools: int, periods: int) -> dict:
                 break
         steady = [period(1.0) for _ in range(periods)]
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        loop.close()
         med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
         return {"first": first[0], "changing": med(changing, 0), "changing_calls": med(changing, 2),
                 "steady": med(steady, 0), "steady_calls": med(steady, 2), "planner": med(steady, 1),
@@ -115,20 +123,22 @@ def main() -> int:
     parser.add_argument("--services", default="10,100,1000")
     parser.add_argument("--pools", type=int, default=5)
     parser.add_argument("--periods", type=int, default=4)
+    parser.add_argument("--reads", choices=("watches", "lists"), default="watches",
+                        help="periods read from watches (as `kilowatt run` does) or list every object each period")
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
     rows = []
     print(f"{'services':>8} {'pools':>5} {'first s':>8} {'changing s':>12} {'API calls':>9} {'steady s':>9} "
           f"{'API calls':>9} {'planner s':>9} {'peak RSS MB':>11}")
     for n in (int(x) for x in args.services.split(",")):
-        r = measure(n, args.pools, args.periods)
+        r = measure(n, args.pools, args.periods, args.reads)
         print(f"{n:8d} {args.pools:5d} {r['first']:8.2f} {r['changing']:12.2f} {r['changing_calls']:9.0f} "
               f"{r['steady']:9.2f} {r['steady_calls']:9.0f} {r['planner']:9.2f} {r['rss_mb']:11.0f}", flush=True)
         rows.append({"services": n, "pools": args.pools, "firstSeconds": round(r["first"], 3),
                      "changingSeconds": round(r["changing"], 3), "steadySeconds": round(r["steady"], 3),
                      "peakRssMb": round(r["rss_mb"], 1), "changingApiCalls": r["changing_calls"],
                      "steadyApiCalls": r["steady_calls"], "plannerSeconds": round(r["planner"], 3),
-                     "writeConcurrency": WRITE_CONCURRENCY})
+                     "writeConcurrency": WRITE_CONCURRENCY, "reads": args.reads})
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

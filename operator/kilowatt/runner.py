@@ -20,6 +20,7 @@ from kilowatt.clock import Clock
 from kilowatt.controller import handlers
 from kilowatt.controller.leadership import KopfPeering, Leadership, Standalone
 from kilowatt.controller.loop import WRITE_CONCURRENCY, ControlLoop, LoopConfig
+from kilowatt.controller.reads import Informers
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.prometheus import PrometheusSource
 from kilowatt.planner import PLANNER_BUDGET_SECONDS
@@ -69,7 +70,10 @@ def build_loop(options: RunOptions, kubeconfig: str | None = None, source=None, 
     core, apps, custom = kube_clients(kubeconfig)
     loop_config = LoopConfig(options.period_seconds, options.default_mode, options.planner_budget_seconds,
                              options.namespaces, options.poll_seconds, WRITE_CONCURRENCY)
-    return ControlLoop(core, apps, custom, source, loop_config, Telemetry(), clock)
+    # Periods read from watches: a steady period lists nothing. Each watch holds a connection of its own pool.
+    watches = 7 + max(1, len(options.namespaces))  # pools, services (per namespace), nodes, Deployments, Pods, routing
+    reads = Informers(*kube_clients(kubeconfig, connections=watches), options.namespaces)
+    return ControlLoop(core, apps, custom, source, loop_config, Telemetry(), clock, reads)
 
 
 async def serve(options: RunOptions, loop: ControlLoop, stop_flag: asyncio.Event | threading.Event | None = None,
@@ -96,6 +100,7 @@ async def serve(options: RunOptions, loop: ControlLoop, stop_flag: asyncio.Event
     finally:
         stopping.set()
         await asyncio.wait({driver}, timeout=loop.config.period_seconds + 30)
+        loop.close()
         await runner.cleanup()
 
 

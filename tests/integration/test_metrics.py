@@ -8,6 +8,7 @@ import pytest
 from kubernetes import client
 
 from kilowatt.controller.cluster import read_cluster
+from kilowatt.controller.reads import Lister
 from kilowatt.demo.controlplane import free_port
 from kilowatt.metrics.prometheus import PrometheusSource
 from kilowatt.metrics.source import ServiceRef
@@ -57,6 +58,11 @@ def _service():
     return ServiceRef(NAMESPACE, ref.name, ref.percentile, ref.ttft_seconds, ref.tpot_seconds, ref.model_names), pool
 
 
+def _view(api, core, pool):
+    reads = Lister(core, client.AppsV1Api(api[0]), client.CustomObjectsApi(api[0]))
+    return read_cluster(reads.objects("nodes"), reads.objects("deployments"), reads.objects("pods"), [pool])
+
+
 @pytest.mark.parametrize("names, tpot_name, kv_name", [
     ("new", "vllm:request_time_per_output_token_seconds", "vllm:kv_cache_usage_perc"),
     ("old", "vllm:time_per_output_token_seconds", "vllm:gpu_cache_usage_perc"),
@@ -69,7 +75,7 @@ def test_series_are_read_by_the_names_found_and_attributed_by_pod(api, core, nam
         fleet.set_load(NAMESPACE, "llama3-8b-chat", "rtx4090", Load(rps=6.0, ttft_seconds=0.2, tpot_seconds=0.04))
         fleet.set_power("metrics-4090-a", 900.0)
         wait_for(lambda: OURS <= set(fleet.pods()), 20, what="the fleet found both pods")
-        view = read_cluster(core, client.AppsV1Api(api[0]), [pool])
+        view = _view(api, core, pool)
         assert OURS <= set(view.pods)  # other modules' pods share the session's API server
         source = PrometheusSource(prometheus.url, 2.0, window="10s")
 
@@ -101,7 +107,7 @@ def test_series_of_another_model_on_the_same_pods_are_not_this_services(api, cor
     try:
         fleet.set_load(NAMESPACE, "llama3-8b-chat", "rtx4090", Load(rps=6.0))
         wait_for(lambda: OURS <= set(fleet.pods()), 20, what="the fleet found both pods")
-        view = read_cluster(core, client.AppsV1Api(api[0]), [pool])
+        view = _view(api, core, pool)
         source = PrometheusSource(prometheus.url, 2.0, window="10s")
         wait_for(lambda: source.observe([ref], view.topology, []).metric_names.get("requests"), 60,
                  what="vLLM series scraped")

@@ -188,6 +188,36 @@ def test_gpu_quantities_are_read_in_the_api_servers_canonical_form():
     assert [_quantity(v) for v in ("8", "2k", None, "nonsense")] == [8, 2000, 0, 0]
 
 
+def test_a_spec_is_parsed_again_only_when_its_resource_version_moves(monkeypatch):
+    from kilowatt.controller import observe as observe_module
+
+    doc = yaml.safe_load((EXAMPLES / "llama3-8b.yaml").read_text())
+    doc["metadata"].update(uid="u1", resourceVersion="10", namespace="ns")
+    calls = []
+
+    def counting(body):
+        calls.append(body["metadata"]["resourceVersion"])
+        return parse_service(body)
+
+    monkeypatch.setattr(observe_module, "parse_service", counting)
+    memo = observe_module.ParseMemo()
+    first, _ = memo.service(doc)
+    memo.end_period()
+    again, problems = memo.service(copy.deepcopy(doc))  # the same object, read again the next period
+    assert again is first and problems == [] and calls == ["10"]
+    problems.append("a caller's own list")  # what a caller adds to the problems is not remembered
+    assert memo.service(doc)[1] == []
+    memo.end_period()
+    changed = copy.deepcopy(doc)
+    changed["metadata"]["resourceVersion"] = "11"
+    changed["spec"]["slo"]["tpotMilliseconds"] = 80
+    service, _ = memo.service(changed)
+    assert calls == ["10", "11"] and service.spec.slo.tpot_milliseconds == 80
+    memo.end_period()
+    memo.service(doc)  # version 10 was not read in the last period: forgotten, parsed again
+    assert calls == ["10", "11", "10"]
+
+
 class _RecordingStatusApi:
     """Only what the Applier's status writes call: records each PATCH (a unit test of the throttle alone)."""
 

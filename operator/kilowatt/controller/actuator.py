@@ -116,17 +116,23 @@ class Actuator:
     them) with server-side apply (field manager ``kilowatt``, forced: kilowatt owns replicas, GPU requests,
     placement and routing; every other field stays with whoever set it)."""
 
-    def __init__(self, apps_api: Any) -> None:
+    def __init__(self, apps_api: Any, reads: Any = None) -> None:
+        """``reads`` (a ``controller.reads.Reads``): told of every object applied or deleted, so a period reading
+        from watches sees kilowatt's own writes at once."""
         self.apps = apps_api
+        self.reads = reads
 
     def apply(self, manifest: dict) -> None:
         """Server-side apply, with the body as ``apply_patch_body`` writes it: the generated client would
         json.dumps it (surrogate pairs for anything beyond the BMP), so the request is built with the client's own
         public pieces and only the body replaced. Raises ApiException as the generated methods do."""
         meta = manifest["metadata"]
-        self._call("PATCH", object_path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]),
-                   [("fieldManager", FIELD_MANAGER), ("force", True)], apply_patch_body(manifest),
-                   "application/apply-patch+yaml")
+        applied = self._call("PATCH", object_path(manifest["apiVersion"], manifest["kind"], meta["namespace"],
+                                                  meta["name"]),
+                             [("fieldManager", FIELD_MANAGER), ("force", True)], apply_patch_body(manifest),
+                             "application/apply-patch+yaml")
+        if self.reads is not None and isinstance(applied, dict):
+            self.reads.applied(applied)
 
     def delete(self, namespace: str, name: str, api_version: str = "apps/v1", kind: str = "Deployment") -> None:
         """Delete one object; gone already is fine."""
@@ -135,12 +141,14 @@ class Actuator:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        if self.reads is not None:
+            self.reads.deleted(api_version, kind, namespace, name)
 
-    def _call(self, method: str, path: str, query: list, body: bytes | None, content_type: str) -> None:
+    def _call(self, method: str, path: str, query: list, body: bytes | None, content_type: str) -> Any:
         api = self.apps.api_client
         method, url, headers, _, post = api.param_serialize(
             method, path, query_params=query, auth_settings=["BearerToken"],
             header_params={"Content-Type": content_type, "Accept": "application/json"})
         response = api.call_api(method, url, headers, body, post)
         response.read()
-        api.response_deserialize(response, {"200": "object", "201": "object", "202": "object"})
+        return api.response_deserialize(response, {"200": "object", "201": "object", "202": "object"}).data

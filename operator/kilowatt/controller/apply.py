@@ -20,6 +20,7 @@ from kilowatt.controller.actuator import ANNOTATION_TEMPLATE, Actuator, deployme
 from kilowatt.controller.conditions import condition_message, conditions_same, set_condition
 from kilowatt.controller.events import EventRecorder
 from kilowatt.controller.observe import ObservedService
+from kilowatt.controller.reads import Reads
 from kilowatt.controller.routing import Backend, backend_weights, describe, missing_api, routing_objects, stamp
 from kilowatt.controller.status import Event, Routed, invalid_conditions
 from kilowatt.controller.telemetry import Telemetry
@@ -33,9 +34,10 @@ STATUS_REFRESH_SECONDS = 30.0
 
 
 class Applier:
-    def __init__(self, core: Any, apps: Any, custom: Any, telemetry: Telemetry, clock: Clock) -> None:
+    def __init__(self, core: Any, apps: Any, custom: Any, telemetry: Telemetry, clock: Clock,
+                 reads: Reads | None = None) -> None:
         self.custom, self.clock, self.telemetry = custom, clock, telemetry
-        self.actuator = Actuator(apps)
+        self.actuator = Actuator(apps, reads)
         self.events = EventRecorder(core)
         self._last_status: dict[str, dict] = {}  # service key -> status as last written
         self._last_write: dict[str, float] = {}  # service key -> clock.monotonic() of that write

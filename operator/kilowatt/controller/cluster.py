@@ -1,5 +1,5 @@
-"""What the loop reads from the cluster each period: pools' GPUs from Nodes, kilowatt's Deployments and Pods.
-Three list calls per period, whatever the number of services."""
+"""What the loop makes of the cluster each period: pools' GPUs from Nodes, kilowatt's Deployments and Pods
+(read by ``controller.reads``: listed, or kept by watches)."""
 
 from __future__ import annotations
 
@@ -53,53 +53,56 @@ def _quantity(value: Any) -> int:
         return 0
 
 
-def _node_usable(node: Any) -> bool:
-    if node.spec and node.spec.unschedulable:
+def _node_usable(node: dict) -> bool:
+    if (node.get("spec") or {}).get("unschedulable"):
         return False
-    for c in (node.status.conditions or []) if node.status else []:
-        if c.type == "Ready":
-            return c.status == "True"
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
     return True  # a Node without a Ready condition (nothing reports on it yet) is taken at its word
 
 
-def read_cluster(core: Any, apps: Any, pools: list[AcceleratorPool]) -> ClusterView:
+def read_cluster(nodes: list[dict], deployments: list[dict], pods: list[dict],
+                 pools: list[AcceleratorPool]) -> ClusterView:
+    """The pools' GPUs, kilowatt's Deployments and Pods, from the objects as the API server sends them (dicts)."""
     view = ClusterView()
-    nodes = core.list_node().items
     for pool in pools:
         selector = pool.spec.node_selector
-        matching = [n for n in nodes if all((n.metadata.labels or {}).get(k) == v for k, v in selector.items())]
-        view.nodes_by_pool[pool.name] = [n.metadata.name for n in matching]
-        view.unusable_nodes_by_pool[pool.name] = [n.metadata.name for n in matching
-                                                  if not (n.status and _node_usable(n))]
+        matching = [n for n in nodes
+                    if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+        view.nodes_by_pool[pool.name] = [n["metadata"]["name"] for n in matching]
+        view.unusable_nodes_by_pool[pool.name] = [n["metadata"]["name"] for n in matching
+                                                  if not (n.get("status") and _node_usable(n))]
         view.gpus_by_pool[pool.name] = sum(
-            _quantity((n.status.allocatable or {}).get(GPU_RESOURCE)) for n in matching if n.status and _node_usable(n)
+            _quantity((n["status"].get("allocatable") or {}).get(GPU_RESOURCE))
+            for n in matching if n.get("status") and _node_usable(n)
         )
-    for d in apps.list_deployment_for_all_namespaces(label_selector=LABEL_SERVICE).items:
-        labels = d.metadata.labels or {}
-        key = (f"{d.metadata.namespace}/{labels[LABEL_SERVICE]}", labels.get(LABEL_POOL, ""))
-        tp = _quantity((d.metadata.annotations or {}).get(ANNOTATION_TP)) or 1
-        view.deployments[key] = Running(d.metadata.name, d.spec.replicas or 0,
-                                        (d.status.ready_replicas or 0) if d.status else 0, tp,
-                                        (d.metadata.annotations or {}).get(ANNOTATION_TEMPLATE))
+    for d in deployments:
+        meta = d["metadata"]
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        key = (f"{meta['namespace']}/{labels[LABEL_SERVICE]}", labels.get(LABEL_POOL, ""))
+        tp = _quantity(annotations.get(ANNOTATION_TP)) or 1
+        view.deployments[key] = Running(meta["name"], (d.get("spec") or {}).get("replicas") or 0,
+                                        (d.get("status") or {}).get("readyReplicas") or 0, tp,
+                                        annotations.get(ANNOTATION_TEMPLATE))
     scheduled: dict[str, int] = defaultdict(int)
-    for p in core.list_pod_for_all_namespaces(label_selector=LABEL_POOL).items:
-        labels = p.metadata.labels or {}
+    for p in pods:
+        meta, spec, status = p["metadata"], p.get("spec") or {}, p.get("status") or {}
+        labels = meta.get("labels") or {}
         pool = labels.get(LABEL_POOL, "")
-        phase = p.status.phase if p.status else None
-        if phase in ("Succeeded", "Failed"):
+        if status.get("phase") in ("Succeeded", "Failed"):
             continue
-        if labels.get(LABEL_SERVICE):
-            view.pods[(p.metadata.namespace, p.metadata.name)] = (f"{p.metadata.namespace}/{labels[LABEL_SERVICE]}",
-                                                                  pool)
-        gpus = sum(_quantity(((c.resources.requests or {}) if c.resources else {}).get(GPU_RESOURCE))
-                   for c in p.spec.containers)
-        if p.spec.node_name:
+        service = f"{meta['namespace']}/{labels[LABEL_SERVICE]}" if labels.get(LABEL_SERVICE) else None
+        if service:
+            view.pods[(meta["namespace"], meta["name"])] = (service, pool)
+        gpus = sum(_quantity(((c.get("resources") or {}).get("requests") or {}).get(GPU_RESOURCE))
+                   for c in spec.get("containers") or [])
+        if spec.get("nodeName"):
             scheduled[pool] += gpus
-        elif any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
-                 for c in (p.status.conditions or []) if p.status):
+        elif any(c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+                 for c in status.get("conditions") or []):
             view.unschedulable_pools.add(pool)
-            if labels.get(LABEL_SERVICE):
-                view.unschedulable_services.setdefault(f"{p.metadata.namespace}/{labels[LABEL_SERVICE]}",
-                                                       set()).add(pool)
+            if service:
+                view.unschedulable_services.setdefault(service, set()).add(pool)
     view.scheduled_gpus_by_pool = dict(scheduled)
     return view

@@ -26,7 +26,8 @@ from urllib3.exceptions import HTTPError
 from kilowatt.api.v1alpha1 import ScalingMode
 from kilowatt.clock import Clock, SimulatedClock, SystemClock
 from kilowatt.controller.apply import Applier
-from kilowatt.controller.observe import ObservedService, PeriodInput, observe
+from kilowatt.controller.observe import ObservedService, ParseMemo, PeriodInput, observe
+from kilowatt.controller.reads import Lister, Reads
 from kilowatt.controller.status import pool_status, scaled_event, service_status
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.decide import Decision, Decider
@@ -77,13 +78,17 @@ class Applied:
 
 class ControlLoop:
     def __init__(self, core: Any, apps: Any, custom: Any, source: MetricSource, config: LoopConfig | None = None,
-                 telemetry: Telemetry | None = None, clock: Clock | None = None) -> None:
+                 telemetry: Telemetry | None = None, clock: Clock | None = None, reads: Reads | None = None) -> None:
+        """``reads``: where periods read the API objects — ``Informers`` (watches; what ``kilowatt run`` uses) or,
+        by default, a ``Lister`` that lists them every period."""
         self.core, self.apps, self.custom = core, apps, custom
         self.clock = clock or SystemClock()
         self.source = source
         self.config = config or LoopConfig()
         self.telemetry = telemetry or Telemetry()
-        self.applier = Applier(core, apps, custom, self.telemetry, self.clock)
+        self.reads = reads or Lister(core, apps, custom, self.config.namespaces)
+        self._parsed = ParseMemo()
+        self.applier = Applier(core, apps, custom, self.telemetry, self.clock, self.reads)
         self.decider = Decider(self.config.default_mode, self.config.planner_budget_seconds)
         self._last_run = -float("inf")
         self._forgotten: set[str] = set()  # services deleted since the last period (kopf's handler threads)
@@ -143,7 +148,7 @@ class ControlLoop:
 
     def _period(self, now: datetime, clock_seconds: float) -> PeriodReport:
         self._drop_forgotten()
-        seen = observe(self.core, self.apps, self.custom, self.source, self.config.namespaces)
+        seen = observe(self.reads, self.core, self.source, self.config.namespaces, self._parsed)
         report = PeriodReport(now, seen.observations.available)
         if not seen.observations.available:
             self.telemetry.errors.labels(kind="MetricsUnavailable").inc()
@@ -220,6 +225,13 @@ class ControlLoop:
                     {p: (c.replicas, c.tensor_parallel) for p, c in s.input.current.items()}) for s in seen.services]
         measured = {p: o.power_watts for p, o in seen.observations.pools.items() if o.power_watts is not None}
         return measured_power_factors(running, seen.pool_states, measured, now, self.decider.capacity)
+
+    def close(self) -> None:
+        """Stop the watches (if reading from them) and the writer threads."""
+        stop = getattr(self.reads, "stop", None)
+        if stop is not None:
+            stop()
+        self._writers.shutdown(wait=False)
 
     def _drop_forgotten(self) -> None:
         with self._forgotten_lock:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kilowatt.api.v1alpha1 import GROUP, VERSION, AcceleratorPool
-from kilowatt.controller.actuator import LABEL_MANAGED, LABEL_SERVICE
+from kilowatt.api.v1alpha1 import AcceleratorPool
+from kilowatt.controller.actuator import LABEL_SERVICE
 from kilowatt.controller.cluster import ClusterView, read_cluster
+from kilowatt.controller.reads import Reads
 from kilowatt.controller.routing import ANNOTATION_APPLIED, HTTP_ROUTE, INFERENCE_POOL
 from kilowatt.controller.validation import Problem, parse_pool, parse_service, reference_problems
 from kilowatt.decide import ServiceInput
@@ -53,37 +54,34 @@ class PeriodInput:
         return None if self.observations.available else (self.observations.error or "metrics unavailable")
 
 
-def list_objects(custom: Any, plural: str, namespaces: tuple[str, ...] = ()) -> list[dict]:
-    if plural == "acceleratorpools" or not namespaces:
-        return custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
-    items = []
-    for ns in namespaces:
-        items += custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)["items"]
-    return items
-
-
-def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces: tuple[str, ...] = ()) -> PeriodInput:
+def observe(reads: Reads, core: Any, source: MetricSource, namespaces: tuple[str, ...] = (),
+            parsed: ParseMemo | None = None) -> PeriodInput:
+    """One period's input. ``reads``: the API objects (listed, or from watches); ``core``: for API discovery;
+    ``parsed``: remembers each object's parse by its resourceVersion, so an unchanged object is not parsed again."""
+    parsed = parsed if parsed is not None else ParseMemo()
     pools: dict[str, AcceleratorPool] = {}
     invalid_pools, invalid_services = [], []
-    for body in list_objects(custom, "acceleratorpools"):
-        pool, problems = parse_pool(body)
+    for body in reads.objects("pools"):
+        pool, problems = parsed.pool(body)
         if pool is None:
             invalid_pools.append((body, problems))
         else:
             pools[pool.name] = pool
     valid, listed = [], set()
-    for body in list_objects(custom, "inferenceservices", namespaces):
+    for body in reads.objects("services"):
         if body["metadata"].get("deletionTimestamp"):
             continue
         listed.add(f"{body['metadata'].get('namespace', 'default')}/{body['metadata']['name']}")
-        svc, problems = parse_service(body)
-        problems += reference_problems(svc, set(pools)) if svc else []
+        svc, problems = parsed.service(body)
+        problems = problems + (reference_problems(svc, set(pools)) if svc else [])
         if svc is None or problems:
             invalid_services.append((body, problems))
         else:
             valid.append((body, svc))
+    parsed.end_period()
 
-    view = read_cluster(core, apps, list(pools.values()))
+    view = read_cluster(reads.objects("nodes"), reads.objects("deployments"), reads.objects("pods"),
+                        list(pools.values()))
     # One scalar per PromQL: electricity prices and carbon intensities are read the same way (and returned in
     # obs.prices_usd_per_kwh keyed by query; a carbon query's value there is in gCO2/kWh).
     price_queries = [p.spec.cost.electricity.prometheus.query for p in pools.values()
@@ -107,7 +105,7 @@ def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces:
     # No finalizer holds a deleted service for the operator, and not every cluster runs the garbage collector
     # its owner references count on: what kilowatt placed for a service that is gone, it removes.
     served = served_api_versions(core)
-    routed = read_routing_objects(core, custom, served)
+    routed = read_routing_objects(reads, served)
 
     def gone(key: str) -> bool:
         return key not in listed and (not namespaces or key.split("/", 1)[0] in namespaces)
@@ -120,6 +118,39 @@ def observe(core: Any, apps: Any, custom: Any, source: MetricSource, namespaces:
                        routed, fallbacks)
 
 
+class ParseMemo:
+    """Each AcceleratorPool's and InferenceService's parse (model and problems), by uid and resourceVersion: at
+    steady load nothing is written to them, and validating 1,000 specs every period is most of a period's reading.
+    Objects not seen in a period are forgotten at its end."""
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, str], tuple[Any, list[Problem]]] = {}
+        self._seen: set[tuple[str, str]] = set()
+
+    def _get(self, body: dict, parse) -> tuple[Any, list[Problem]]:
+        meta = body.get("metadata") or {}
+        key = (f"{body.get('kind')}/{meta.get('namespace') or ''}/{meta.get('name')}/{meta.get('uid')}",
+               str(meta.get("resourceVersion") or ""))
+        self._seen.add(key)
+        if not key[1]:
+            return parse(body)
+        if key not in self._memo:
+            self._memo[key] = parse(body)
+        model, problems = self._memo[key]
+        return model, list(problems)
+
+    def pool(self, body: dict) -> tuple[AcceleratorPool | None, list[Problem]]:
+        return self._get(body, parse_pool)
+
+    def service(self, body: dict):
+        return self._get(body, parse_service)
+
+    def end_period(self) -> None:
+        """Forget every parse not asked for since the last call: deleted or changed objects."""
+        self._memo = {k: v for k, v in self._memo.items() if k in self._seen}
+        self._seen = set()
+
+
 def served_api_versions(core: Any) -> set[str]:
     """Every "group/version" the API server serves (one discovery request): which routing modes can work here."""
     from kubernetes import client
@@ -128,24 +159,21 @@ def served_api_versions(core: Any) -> set[str]:
     return {v.group_version for g in groups for v in g.versions or []}
 
 
-def read_routing_objects(core: Any, custom: Any,
-                         served: set[str]) -> dict[str, dict[tuple[str, str, str], str | None]]:
+def read_routing_objects(reads: Reads, served: set[str]) -> dict[str, dict[tuple[str, str, str], str | None]]:
     """kilowatt's Services, HTTPRoutes and InferencePools, by the service they route to, each with the hash kilowatt
     stamped on it when it applied it."""
     out: dict[str, dict[tuple[str, str, str], str | None]] = {}
-    selector = f"{LABEL_MANAGED}=kilowatt,{LABEL_SERVICE}"
-    items = [("v1", "Service", s.metadata.namespace, s.metadata.labels or {}, s.metadata.name,
-              (s.metadata.annotations or {}).get(ANNOTATION_APPLIED))
-             for s in core.list_service_for_all_namespaces(label_selector=selector).items]
+    objects = reads.objects("v1/Service")
     for kind in (HTTP_ROUTE, INFERENCE_POOL):
         if kind.api_version in served:
-            group, version = kind.api_version.split("/")
-            for o in custom.list_cluster_custom_object(group, version, kind.plural, label_selector=selector)["items"]:
-                meta = o["metadata"]
-                items.append((kind.api_version, kind.kind, meta["namespace"], meta.get("labels") or {}, meta["name"],
-                              (meta.get("annotations") or {}).get(ANNOTATION_APPLIED)))
-    for api_version, kind_name, namespace, labels, name, digest in items:
-        out.setdefault(f"{namespace}/{labels[LABEL_SERVICE]}", {})[(api_version, kind_name, name)] = digest
+            objects += reads.objects(f"{kind.api_version}/{kind.kind}")
+    for o in objects:
+        meta = o["metadata"]
+        labels = meta.get("labels") or {}
+        if not labels.get(LABEL_SERVICE):
+            continue
+        out.setdefault(f"{meta['namespace']}/{labels[LABEL_SERVICE]}", {})[(o["apiVersion"], o["kind"], meta["name"])] = \
+            (meta.get("annotations") or {}).get(ANNOTATION_APPLIED)
     return out
 
 

@@ -175,6 +175,7 @@ class Decider:
     def forget(self, key: str) -> None:
         self.stabiliser.forget(key)
         self.demand.forget(key)
+        self.correction.forget(key)
         self.lengths.forget(key)
         self.forecast.forget(key)
         self._learned_at.pop(key, None)

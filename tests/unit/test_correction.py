@@ -90,3 +90,15 @@ def test_a_trickle_whose_tail_is_slow_learns_it_from_pooled_windows():
         slowest = 0.6 if any(rng.random() < 0.06 for _ in range(8)) else 0.2
         c.observe("ns/a", "rtx4090", 0.13, 0.2, slowest, 0.02, 0.02, requests=2, percentile=95, window_requests=8)
     assert c.factors("ns/a", "rtx4090")[0] > 1.5
+
+
+def test_a_deleted_service_is_forgotten_and_a_new_one_of_its_name_starts_from_the_prior():
+    c = LatencyCorrection(smoothing=1.0)
+    c.observe("ns/a", "rtx4090", 5.0, 0.1, 0.2, 0.02, 0.03)
+    c.observe("ns/a", "h100", 5.0, 0.1, 0.1, 0.02, 0.01, requests=3)  # a trickle, kept aside
+    c.observe("ns/b", "rtx4090", 5.0, 0.1, 0.3, 0.02, 0.02)
+    c.forget("ns/a")
+    assert c.factors("ns/a", "rtx4090") == (1.0, 1.0) and "prior stands" in c.explain("ns/a", "rtx4090")
+    c.observe("ns/a", "h100", 5.0, 0.1, 0.1, 0.02, 0.01, requests=98)  # not pooled with the forgotten trickle
+    assert c.factors("ns/a", "h100") == (1.0, 1.0)
+    assert c.factors("ns/b", "rtx4090") == pytest.approx((3.0, 1.0))  # another service's stays

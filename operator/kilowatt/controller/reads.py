@@ -153,6 +153,8 @@ class Informer:
         self._items: dict[tuple[str, str], dict] = {}
         self._lock = threading.Lock()
         self._synced = threading.Event()
+        self._tried = threading.Event()  # the first list returned or failed
+        self.error: Exception | None = None  # why the last list or watch failed (None once a list succeeds)
         self._stopping = threading.Event()
         self._response: Any = None
         self._thread = threading.Thread(target=self._run, name=f"kilowatt-watch-{source.kind}", daemon=True)
@@ -163,7 +165,10 @@ class Informer:
         return self
 
     def wait_synced(self, timeout_seconds: float) -> bool:
-        return self._synced.wait(timeout_seconds)
+        """Whether the copy holds a complete list: waits for the first list to return (at most
+        ``timeout_seconds``), not for retries after it failed."""
+        self._tried.wait(timeout_seconds)
+        return self._synced.is_set()
 
     @property
     def synced(self) -> bool:
@@ -201,7 +206,9 @@ class Informer:
                 self.lists += 1
                 with self._lock:
                     self._items = {_key(o): o for o in items}
+                self.error = None
                 self._synced.set()
+                self._tried.set()
                 wait = RETRY_SECONDS[0]
                 while not self._stopping.is_set():
                     version = self._watch(version)
@@ -210,6 +217,8 @@ class Informer:
             except Exception as exc:  # noqa: BLE001 - the API server away, a CRD not (yet) served: try again
                 if self._stopping.is_set():
                     return
+                self.error = exc
+                self._tried.set()
                 log.warning("watch of %s failed (%s): listing again in %.1f s", self.source.name,
                             str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, wait)
                 self._stopping.wait(wait)
@@ -248,10 +257,12 @@ class Informer:
 
 class Informers:
     """Reads from watches: each role's informers start the first time it is asked for, and the first ask waits
-    (up to ``sync_seconds``) for their first list; after that, asking reads memory."""
+    (up to ``sync_seconds``) for their first list; after that, asking reads memory. A copy that was complete once
+    is read while its watch is re-established (it may trail the API server until then, as any watch cache does).
+    Give them clients of their own connection pool: each watch holds a connection."""
 
     def __init__(self, core: Any, apps: Any, custom: Any, namespaces: tuple[str, ...] = (),
-                 sync_seconds: float = 60.0) -> None:
+                 sync_seconds: float = 30.0) -> None:
         self._sources = sources(core, apps, custom, namespaces)
         self._informers: dict[str, list[Informer]] = {}
         self._lock = threading.Lock()
@@ -271,8 +282,10 @@ class Informers:
         out = []
         for informer in self._started(role):
             if not informer.wait_synced(self.sync_seconds):
-                raise TimeoutError(f"the first list of {informer.source.name} did not complete in "
-                                   f"{self.sync_seconds:g} s")
+                # Never listed yet: the period cannot know what exists. Its error (the API server away, RBAC
+                # refusing the list) fails this period as a list would; the informer keeps trying.
+                raise informer.error or TimeoutError(f"the first list of {informer.source.name} did not complete "
+                                                     f"in {self.sync_seconds:g} s")
             out += informer.objects()
         return out
 

@@ -81,6 +81,13 @@ class LatencyCorrection:
                 pending.clear()
             self._factors.setdefault(key, _Factor()).update(ratio, self.smoothing)
 
+    def forget(self, service: str) -> None:
+        """The service is gone: what was learned of it goes too (a new service of the same name starts from the
+        model's prior, not from another deployment's latency)."""
+        for table in (self._factors, self._pending):
+            for key in [k for k in table if k[0] == service]:
+                del table[key]
+
     def factors(self, service: str, pool: str) -> tuple[float, float]:
         ttft = self._factors.get((service, pool, "ttft"), _Factor()).value
         tpot = self._factors.get((service, pool, "tpot"), _Factor()).value

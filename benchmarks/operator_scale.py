@@ -2,6 +2,11 @@
 real kube-apiserver + etcd (scripts/setup.sh builds them). Metrics come from the static source (every
 service at a steady load), so the figures are the operator's own: list, plan, stabilise, apply, report.
 
+Periods: "first" (every Deployment, Service, event and status created); "quiet" (the same load right after:
+nothing due, not even the 30-s refresh of drifting status figures); "changing" (every service's load jumps, so
+every placement changes); "steady" (the same load once the changes have settled: drifting figures' status
+refreshes fall due in it).
+
 Reconcile latency: after a load change the next period applies the new Deployments, so the latency is one
 control period (15 s by default) plus the period's own run time measured here.
 
@@ -103,6 +108,9 @@ def measure(n_services: int, n_pools: int, periods: int, reads_from: str = "watc
             return time.perf_counter() - started, report.planner_seconds, CountingApi.calls, len(report.decisions)
 
         first = period(1.0)
+        # Quiet: the same load at once, nothing due (no drifting figure's 30-s status refresh yet): the period's own
+        # work with no write to wait for.
+        quiet = [period(1.0) for _ in range(periods)]
         # Worst case: every service's load jumps, so every placement changes (apply + status + event each).
         changing = [period(1.6 if p % 2 == 0 else 1.0) for p in range(periods)]
         # Steady: the same load until scale-downs (one replica per pool per period) have settled.
@@ -113,7 +121,8 @@ def measure(n_services: int, n_pools: int, periods: int, reads_from: str = "watc
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         loop.close()
         med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
-        return {"first": first[0], "changing": med(changing, 0), "changing_calls": med(changing, 2),
+        return {"first": first[0], "quiet": med(quiet, 0), "quiet_calls": med(quiet, 2),
+                "changing": med(changing, 0), "changing_calls": med(changing, 2),
                 "steady": med(steady, 0), "steady_calls": med(steady, 2), "planner": med(steady, 1),
                 "rss_mb": rss_mb}
 
@@ -128,14 +137,16 @@ def main() -> int:
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
     rows = []
-    print(f"{'services':>8} {'pools':>5} {'first s':>8} {'changing s':>12} {'API calls':>9} {'steady s':>9} "
-          f"{'API calls':>9} {'planner s':>9} {'peak RSS MB':>11}")
+    print(f"{'services':>8} {'pools':>5} {'first s':>8} {'quiet s':>8} {'API calls':>9} {'changing s':>12} "
+          f"{'API calls':>9} {'steady s':>9} {'API calls':>9} {'planner s':>9} {'peak RSS MB':>11}")
     for n in (int(x) for x in args.services.split(",")):
         r = measure(n, args.pools, args.periods, args.reads)
-        print(f"{n:8d} {args.pools:5d} {r['first']:8.2f} {r['changing']:12.2f} {r['changing_calls']:9.0f} "
+        print(f"{n:8d} {args.pools:5d} {r['first']:8.2f} {r['quiet']:8.2f} {r['quiet_calls']:9.0f} "
+              f"{r['changing']:12.2f} {r['changing_calls']:9.0f} "
               f"{r['steady']:9.2f} {r['steady_calls']:9.0f} {r['planner']:9.2f} {r['rss_mb']:11.0f}", flush=True)
         rows.append({"services": n, "pools": args.pools, "firstSeconds": round(r["first"], 3),
                      "changingSeconds": round(r["changing"], 3), "steadySeconds": round(r["steady"], 3),
+                     "quietSeconds": round(r["quiet"], 3), "quietApiCalls": r["quiet_calls"],
                      "peakRssMb": round(r["rss_mb"], 1), "changingApiCalls": r["changing_calls"],
                      "steadyApiCalls": r["steady_calls"], "plannerSeconds": round(r["planner"], 3),
                      "writeConcurrency": WRITE_CONCURRENCY, "reads": args.reads})

@@ -14,8 +14,10 @@ from kilowatt.controller.reads import Informer, Informers, Source
 
 
 class _Response:
-    def __init__(self, body: dict | None = None, events: list[dict] | None = None, then: threading.Event | None = None):
+    def __init__(self, body: dict | None = None, events: list[dict] | None = None, then: threading.Event | None = None,
+                 status: int = 200):
         self.data = json.dumps(body).encode() if body is not None else b""
+        self.status = status
         self._events, self._then = events or [], then
 
     def stream(self, amt=None, decode_content=False):
@@ -117,3 +119,19 @@ def test_kilowatts_own_write_is_kept_until_the_watch_brings_a_newer_version():
     assert informer.objects()[0]["spec"] == {"replicas": 4}
     informer.drop("ns", "d")
     assert informer.objects() == []
+
+
+def test_a_watch_refused_outright_is_an_error_that_waits_not_a_watch_asked_again_at_once():
+    hold = threading.Event()
+    refused = _Response({"kind": "Status", "code": 403, "message": "forbidden"}, status=403)
+    server = ScriptedServer(lists=[_list(10, _obj("a", 5))], watches=[refused, _Response(events=[], then=hold)])
+    informer = Informer(Source("v1", "Thing", server)).start()
+    try:
+        _wait(lambda: informer.lists == 2)  # listed again after the refusal, then watched
+        _wait(lambda: sum(1 for kind, _ in server.asked if kind == "watch") == 2)
+        watches = sum(1 for kind, _ in server.asked if kind == "watch")
+        assert watches == 2, server.asked  # one refused, one open: no loop of refused watches
+        assert [o["metadata"]["name"] for o in informer.objects()] == ["a"]
+    finally:
+        hold.set()
+        informer.stop()

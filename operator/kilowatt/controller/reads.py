@@ -232,6 +232,12 @@ class Informer:
                                      timeout_seconds=WATCH_SECONDS, _preload_content=False,
                                      _request_timeout=(10, WATCH_SECONDS + 30))
         try:
+            status = getattr(self._response, "status", 200)
+            if isinstance(status, int) and not 200 <= status < 300:  # refused before any event: not a watch
+                body = getattr(self._response, "data", b"") or b""
+                if status == 410:
+                    raise _Expired()
+                raise ApiException(status=status, reason=body.decode("utf-8", "replace")[:300])
             for line in iter_resp_lines(self._response):
                 if not line:
                     continue

@@ -265,7 +265,8 @@ class Informers:
     """Reads from watches: each role's informers start the first time it is asked for, and the first ask waits
     (up to ``sync_seconds``) for their first list; after that, asking reads memory. A copy that was complete once
     is read while its watch is re-established (it may trail the API server until then, as any watch cache does).
-    Give them clients of their own connection pool: each watch holds a connection."""
+    Give them clients of their own connection pool: each watch holds a connection. The dicts returned are the
+    copy itself, shared by every period: read them, never change them."""
 
     def __init__(self, core: Any, apps: Any, custom: Any, namespaces: tuple[str, ...] = (),
                  sync_seconds: float = 30.0) -> None:

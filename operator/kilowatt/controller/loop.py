@@ -228,9 +228,7 @@ class ControlLoop:
 
     def close(self) -> None:
         """Stop the watches (if reading from them) and the writer threads."""
-        stop = getattr(self.reads, "stop", None)
-        if stop is not None:
-            stop()
+        self.reads.stop()
         self._writers.shutdown(wait=False)
 
     def _drop_forgotten(self) -> None:

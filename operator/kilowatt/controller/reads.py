@@ -85,6 +85,8 @@ class Reads(Protocol):
 
     def deleted(self, api_version: str, kind: str, namespace: str | None, name: str) -> None: ...
 
+    def stop(self) -> None: ...
+
 
 def _trim(obj: dict, source: Source) -> dict:
     """An object as a period uses it: a list's items carry no apiVersion and kind; managedFields are never read."""
@@ -127,6 +129,9 @@ class Lister:
         pass
 
     def deleted(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
+        pass
+
+    def stop(self) -> None:
         pass
 
 

@@ -259,29 +259,44 @@ def _policy_names(text: str, known: tuple[str, ...], pools: list, flag: str) -> 
         print(f"error: {flag} {', '.join(unknown)}: unknown; known: {', '.join(known)} (hpa-<pool> for any pool: "
               f"{', '.join(sorted(pool_names))})", file=sys.stderr)
         return None
-    return [n for n in names if not n.startswith("hpa-") or n[4:] in pool_names]
+    return [n for n in names if not n.startswith("hpa-") or n[4:] in pool_names or n == "hpa-cheapest"]
 
 
 def _workload(args: argparse.Namespace, pools: list, start, duration_s: float | None) -> tuple | None:
     """The requests (--trace shaped by --rate-curve and --scale) and, with --prices/--region, every pool's hourly
     price; None after saying on stderr what is wrong."""
-    from kilowatt.twin.workload import TraceError, read_prices, read_rate_curve, read_requests, shaped
+    from kilowatt.twin.workload import TraceError, read_rate_curve, read_requests, shaped
 
     try:
         trace = read_requests(args.trace)
         curve = read_rate_curve(args.rate_curve) if args.rate_curve else None
         workload = shaped(trace, curve, args.scale, duration_s, seed=args.seed)
-        prices = {}
-        if args.prices:
-            if not args.region:
-                print("error: --prices needs --region (e.g. US-TEX-ERCO)", file=sys.stderr)
-                return None
-            series = read_prices(args.prices, args.region, start, workload.duration_s)
-            prices = {p.name: series for p in pools}
     except (TraceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
-    return workload, prices
+    prices = _prices(args, pools, start, workload.duration_s)
+    return None if prices is None else (workload, prices)
+
+
+def _prices(args: argparse.Namespace, pools: list, start, duration_s: float) -> dict | None:
+    """With --prices/--region, every pool's hourly price (empty without); None after saying what is wrong."""
+    from kilowatt.twin.workload import TraceError, read_prices
+
+    if not args.prices:
+        return {}
+    if not args.region:
+        print("error: --prices needs --region (e.g. US-TEX-ERCO)", file=sys.stderr)
+        return None
+    try:
+        series = read_prices(args.prices, args.region, start, duration_s)
+    except TraceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return {p.name: series for p in pools}
+
+
+SIMULATE_POLICIES = "kilowatt,hpa-h100,hpa-rtx4090,static-peak,melange,lower-bound"
+FLEET_SIMULATE_POLICIES = "kilowatt,kilowatt-alone,hpa-cheapest,static-peak,keda,lower-bound"
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -289,11 +304,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from kilowatt.twin.policies import POLICIES
     from kilowatt.twin.simulate import simulate
 
+    if args.fleet:
+        return cmd_simulate_fleet(args)
     loaded = _twin_objects(args)
     if loaded is None:
         return 2
     pools, service = loaded
-    policies = _policy_names(args.policy, POLICIES, pools, "--policy")
+    policies = _policy_names(args.policy or SIMULATE_POLICIES, POLICIES, pools, "--policy")
     if policies is None:
         return 2
     start = _parse_time(args.start)
@@ -331,6 +348,65 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"{p['name']:14} {p['costUsd']:9.2f} {p['hardwareUsd']:8.2f} {p['energyUsd']:9.2f} "
               f"{p['energyKwh']:8.1f} {p['costPerMillionTokensUsd'] or 0:8.4f} {p['sloAttainment']:8.2%} "
               f"{fmt(p['ttftP95Ms']):>9} {fmt(p['tpotP95Ms']):>9}")
+    return 0
+
+
+def cmd_simulate_fleet(args: argparse.Namespace) -> int:
+    """``simulate --fleet DIR``: every InferenceService in DIR (and -f) at once on the pools found there, each
+    driven by its own twin.kilowatt.dev/ annotations (kilowatt.twin.fleet)."""
+    from kilowatt.twin.fleet import FLEET_POLICIES, members_of, simulate_fleet
+    from kilowatt.twin.workload import TraceError
+
+    loaded = _load_objects([args.fleet, *(args.file or [])])
+    if loaded is None:
+        return 2
+    pools, services = loaded
+    unsized = [p.name for p in pools if p.spec.max_gpus is None]
+    if unsized:
+        print(f"error: pool(s) {', '.join(unsized)} have no spec.maxGPUs; the twin has no nodes to count GPUs on: "
+              "set maxGPUs", file=sys.stderr)
+        return 2
+    policies = _policy_names(args.policy or FLEET_SIMULATE_POLICIES, FLEET_POLICIES, pools, "--policy")
+    if policies is None:
+        return 2
+    start = _parse_time(args.start)
+    duration = args.duration_hours * 3600.0 if args.duration_hours else None
+    try:
+        members = members_of(services, Path(args.data), duration, args.seed, default_trace=Path(args.trace))
+    except (TraceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    horizon = max(m.workload.duration_s for m in members)
+    prices = _prices(args, pools, start, horizon)
+    if prices is None:
+        return 2
+    if not args.quiet:
+        total = sum(len(m.workload) for m in members)
+        print(f"simulating a fleet of {len(members)} services, {total:,} requests over {horizon / 3600:.2f} h on "
+              f"{', '.join(p.name for p in pools)}: {', '.join(policies)}", file=sys.stderr)
+    results = simulate_fleet(policies, members, pools, prices, start, args.period_seconds, args.seed,
+                             quiet=args.quiet, engine_capacity=args.capacity == "engine")
+    summary = {"services": [m.service.key for m in members], "requests": sum(len(m.workload) for m in members),
+               "durationHours": round(horizon / 3600, 4), "start": start.isoformat(), "capacity": args.capacity,
+               "workloads": {m.service.key: m.workload.label for m in members},
+               "policies": [r.to_json() for r in results]}
+    if args.report:
+        from kilowatt.twin.report import write_fleet_report
+
+        page = write_fleet_report(args.report, results, f"kilowatt twin: a fleet of {len(members)} services",
+                                  summary)
+        if not args.quiet:
+            print(f"report: {page}", file=sys.stderr)
+    if args.output == "json":
+        print(json.dumps(summary, indent=2))
+        return 0
+    pool_names = [p.name for p in pools]
+    print(f"{'POLICY':15} {'COST $':>9} {'HW $':>8} {'ENERGY $':>9} {'SLO':>8} {'WORST SVC':>9} "
+          + " ".join(f"{'GPU-h ' + n:>14}" for n in pool_names))
+    for p in summary["policies"]:
+        print(f"{p['name']:15} {p['costUsd']:9.2f} {p['hardwareUsd']:8.2f} {p['energyUsd']:9.2f} "
+              f"{p['sloAttainment']:8.2%} {p['worstServiceSloAttainment']:9.2%} "
+              + " ".join(f"{p['gpuHours'].get(n, 0.0):14.1f}" for n in pool_names))
     return 0
 
 
@@ -490,8 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prices", help="hourly prices CSV datetime_utc,region,price_usd_per_mwh (every pool pays it)")
     p.add_argument("--region", help="region in --prices, e.g. US-TEX-ERCO")
     p.add_argument("--start", default="2024-07-16T00:00:00Z", help="simulated start time (ISO 8601)")
-    p.add_argument("--policy", default=",".join(("kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange",
-                                                 "lower-bound")))
+    p.add_argument("--policy", help=f"comma-separated (default {SIMULATE_POLICIES}; with --fleet "
+                                    f"{FLEET_SIMULATE_POLICIES})")
+    p.add_argument("--fleet", metavar="DIR",
+                   help="simulate every InferenceService in DIR at once on shared pools (pools from DIR and -f), "
+                        "each driven by its annotations twin.kilowatt.dev/trace, rate-curve, scale, shift-hours")
+    p.add_argument("--data", default=str(data_dir), help="where --fleet's relative trace and curve paths are read")
     p.add_argument("--period-seconds", type=float, default=15.0, help="control period")
     p.add_argument("--routing", choices=["weighted", "service", "inferencepool"],
                    help="how the cluster routes, overriding the service's spec.routing.mode (the default): service "
@@ -542,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "file", None) is None and args.command in ("plan", "render", "simulate", "demo"):
+    if getattr(args, "file", None) is None and args.command in ("plan", "render", "simulate", "demo") \
+            and not getattr(args, "fleet", None):
         args.file = [str(REPO_ROOT / "manifests/examples")]
     try:
         return args.func(args)

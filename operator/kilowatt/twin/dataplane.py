@@ -107,13 +107,46 @@ class Accounts:
     owned_hardware_usd: float = 0.0
 
 
+def book(accounts: Accounts, economics: PoolEconomics, hardware_usd_per_hour: float, it_watts: float,
+         hours: float, at: datetime) -> None:
+    """Charge ``hardware_usd_per_hour`` and ``it_watts`` of IT power for ``hours`` at prices of ``at``: hardware,
+    energy (PUE included) and its carbon."""
+    cost = economics.cost_of(hardware_usd_per_hour, it_watts, at)
+    accounts.hardware_usd += cost.hardware_usd_per_hour * hours
+    accounts.energy_kwh += cost.power_watts / WATTS_PER_KILOWATT * hours
+    accounts.energy_usd += cost.energy_usd_per_hour * hours
+    accounts.co2_kg += cost.co2_grams_per_hour * hours / GRAMS_PER_KILOGRAM
+
+
+def charge_owned(accounts: Accounts, pools: list[PoolState], held_gpus: dict[str, int], t0: float, t1: float,
+                 at: datetime) -> None:
+    """Owned pools from t0 to t1: every GPU's amortised price, and idle power for the GPUs no replica holds
+    (``held_gpus``: pool -> GPUs replicas hold)."""
+    for state in pools:
+        economics = state.economics
+        if not economics.owned or t1 <= t0:
+            continue
+        hours = (t1 - t0) / SECONDS_PER_HOUR
+        idle = max(0, state.gpus_max - held_gpus.get(state.name, 0))
+        book(accounts, economics, state.gpus_max * economics.usd_per_gpu_hour, idle * economics.power.idle_watts,
+             hours, at)
+        accounts.owned_hardware_usd += state.gpus_max * economics.usd_per_gpu_hour * hours
+
+
 class DataPlane:
     def __init__(self, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
                  prices: dict[str, PriceSource], start: datetime, seed: int = 0,
                  startup_override_seconds: float | None = None, metrics_window_seconds: float = 60.0,
                  routing: str | None = None, curves: CurveBook | None = None,
-                 engine_capacity: bool = True) -> None:
+                 engine_capacity: bool = True, room: Callable[[str], int] | None = None,
+                 owned_charged: bool = True) -> None:
+        """``room`` and ``owned_charged``: for a plane that shares its pools with other services' planes (a
+        fleet, kilowatt.twin.fleet): ``room(pool)`` is how many of the pool's GPUs this plane's replicas may hold
+        (the rest are held by the others'; default the whole pool), and with ``owned_charged`` False the fleet,
+        not each plane, pays owned pools' hardware and idle power."""
         service, self.routing = routed_as(service, routing)
+        self.room = room
+        self.owned_charged = owned_charged
         self._turn: dict[str, int] = {}  # pool -> the next replica's turn (inferencepool routing)
         self.workload = workload
         self.service = service
@@ -206,8 +239,10 @@ class DataPlane:
                     else:
                         self._charge(r, self.now)
                 alive.clear()
-            # Replicas beyond the pool's GPUs would stay Pending: they neither serve nor cost.
-            count = min(count, self.pool_state(pool).gpus_max // max(tp, 1))
+            # Replicas beyond the pool's GPUs (or beyond what other services leave of it) would stay Pending:
+            # they neither serve nor cost.
+            room = self.pool_state(pool).gpus_max if self.room is None else self.room(pool)
+            count = min(count, room // max(tp, 1))
             if count > len(alive):
                 times = self.engine(pool, tp)[0]
                 for _ in range(count - len(alive)):
@@ -271,7 +306,8 @@ class DataPlane:
             pool = self._pool_name(replica)
             power[pool] = power.get(pool, 0.0) + self._charge(replica, until)
         self._power_by_pool = power
-        self._charge_owned(t0, until)
+        if self.owned_charged:
+            self._charge_owned(t0, until)
         self.draining = [r for r in self.draining if not r.idle()]
         self.now = until
         done = np.asarray(self.ledger.done, dtype=np.int64)
@@ -333,29 +369,20 @@ class DataPlane:
 
     def _book(self, economics: PoolEconomics, hardware_usd_per_hour: float, it_watts: float, t0: float,
               t1: float) -> None:
-        """Charge ``hardware_usd_per_hour`` and ``it_watts`` of IT power from t0 to t1 (energy, its carbon)."""
-        hours = (t1 - t0) / SECONDS_PER_HOUR
-        cost = economics.cost_of(hardware_usd_per_hour, it_watts, self.at((t0 + t1) / 2.0))
-        self.accounts.hardware_usd += cost.hardware_usd_per_hour * hours
-        self.accounts.energy_kwh += cost.power_watts / WATTS_PER_KILOWATT * hours
-        self.accounts.energy_usd += cost.energy_usd_per_hour * hours
-        self.accounts.co2_kg += cost.co2_grams_per_hour * hours / GRAMS_PER_KILOGRAM
+        book(self.accounts, economics, hardware_usd_per_hour, it_watts, (t1 - t0) / SECONDS_PER_HOUR,
+             self.at((t0 + t1) / 2.0))
+
+    def gpus_held(self, name: str) -> int:
+        """GPUs of pool ``name`` this plane's replicas hold: starting, serving, draining or being replaced."""
+        return sum(r.gpus for r in [*self.replicas[name], *self.draining, *self.replacing]
+                   if self._pool_name(r) == name)
 
     def _owned_idle_gpus(self, name: str) -> int:
-        held = sum(r.gpus for r in [*self.replicas[name], *self.draining, *self.replacing]
-                   if self._pool_name(r) == name)
-        return max(0, self.pool_state(name).gpus_max - held)
+        return max(0, self.pool_state(name).gpus_max - self.gpus_held(name))
 
     def _charge_owned(self, t0: float, t1: float) -> None:
-        """Owned pools: every GPU's amortised price, and idle power for the GPUs no replica holds."""
-        for name in self.pools:
-            economics = self.pool_state(name).economics
-            if not economics.owned or t1 <= t0:
-                continue
-            total = self.pool_state(name).gpus_max
-            self._book(economics, total * economics.usd_per_gpu_hour,
-                       self._owned_idle_gpus(name) * economics.power.idle_watts, t0, t1)
-            self.accounts.owned_hardware_usd += total * economics.usd_per_gpu_hour * (t1 - t0) / SECONDS_PER_HOUR
+        charge_owned(self.accounts, [self.pool_state(n) for n in self.pools],
+                     {n: self.gpus_held(n) for n in self.pools}, t0, t1, self.at((t0 + t1) / 2.0))
 
     def _sample(self, t0: float, t1: float, arrived: int, done: np.ndarray) -> None:
         dt = max(t1 - t0, 1e-9)
@@ -369,6 +396,8 @@ class DataPlane:
                         for p, w in self._power_by_pool.items())
         for p, rs in self.replicas.items():
             economics = self.pool_state(p).economics
+            if economics.owned and not self.owned_charged:
+                continue  # the fleet pays the pool (kilowatt.twin.fleet)
             if economics.owned:
                 idle = economics.idle_cost(self._owned_idle_gpus(p), at)
                 cost_rate += self.pool_state(p).gpus_max * economics.usd_per_gpu_hour + idle.energy_usd_per_hour
@@ -376,12 +405,13 @@ class DataPlane:
             else:
                 cost_rate += sum(r.gpus for r in rs) * economics.usd_per_gpu_hour
         serving = [(self._pool_name(r), r.gpus) for rs in self.replicas.values() for r in rs if r.ready_at <= t1]
-        if len({p for p, _ in serving}) > 1:
+        if len({p for p, _ in serving}) > 1:  # (replicas that serve nothing within the SLO strand nothing more)
             per_replica = [self.engine(p, k)[1] for p, k in serving]
             reachable = len(per_replica) * min(per_replica) if self.routing == "service" and self.router is None \
                 else sum(per_replica)
             self.accounts.mixed_hours += dt / SECONDS_PER_HOUR
-            self.accounts.stranded_usd += cost_rate * dt / SECONDS_PER_HOUR * (1.0 - reachable / sum(per_replica))
+            if sum(per_replica) > 0:
+                self.accounts.stranded_usd += cost_rate * dt / SECONDS_PER_HOUR * (1.0 - reachable / sum(per_replica))
         self.samples.append(Sample(
             t1, arrived / dt, {p: len(rs) for p, rs in self.replicas.items()},
             {p: sum(r.gpus for r in rs) for p, rs in self.replicas.items()},

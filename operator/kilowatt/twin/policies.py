@@ -98,7 +98,7 @@ class KilowattPolicy(Policy):
         return {p: (n, d.tensor_parallel.get(p, 1)) for p, n in d.desired.items()}
 
 
-def _best_degree(plane: DataPlane, pool: str, mix: TokenMix | None = None) -> tuple[int, float, float]:
+def best_degree(plane: DataPlane, pool: str, mix: TokenMix | None = None) -> tuple[int, float, float]:
     """(degree, req/s within the SLO, saturation) of the cheapest-per-req/s degree a replica can take on ``pool``."""
     state = service_state(plane.service, 0.0, mix or plane.mix)
     ps = plane.pool_state(pool)
@@ -130,7 +130,7 @@ class HpaPolicy(Policy):
         super().bind(plane)
         if self.pool not in plane.pools:
             raise ValueError(f"policy {self.name}: no pool named {self.pool!r} (pools: {', '.join(plane.pools)})")
-        self.degree, within, _ = _best_degree(plane, self.pool)
+        self.degree, within, _ = best_degree(plane, self.pool)
         if within <= 0:
             raise PolicyUnavailable(f"policy {self.name}: {plane.service.key} cannot meet its SLO on pool "
                                     f"{self.pool} at any tensor-parallel degree")
@@ -181,7 +181,7 @@ class KedaPolicy(Policy):
         super().bind(plane)
         self.degree, self.limit = {}, {}
         for pool in plane.pools:
-            k, within, _ = _best_degree(plane, pool)
+            k, within, _ = best_degree(plane, pool)
             if within > 0:  # a variant is deployed only where a replica can meet the SLO at all
                 self.degree[pool] = k
                 self.limit[pool] = min(plane.service.spec.replicas.max, plane.pool_state(pool).gpus_max // k)
@@ -199,7 +199,7 @@ class KedaPolicy(Policy):
             share = initial_rps / len(self.degree)
             out = {}
             for pool, k in self.degree.items():
-                within = _best_degree(plane, pool)[1]
+                within = best_degree(plane, pool)[1]
                 out[pool] = (min(self.limit[pool], max(self.floor, math.ceil(share / (0.8 * within)))), k)
             return out
         data = SimulatedMetrics(plane).observe([self.ref], Topology(), []).services.get(plane.service.key)
@@ -320,7 +320,7 @@ class MelangePolicy(Policy):
         cap = np.zeros((len(buckets), len(pools)))
         degree = {}
         for j, pool in enumerate(pools):
-            k, _, _ = _best_degree(plane, pool)
+            k, _, _ = best_degree(plane, pool)
             degree[pool] = k
             for i, b in enumerate(buckets):
                 mask = self.bucket == b

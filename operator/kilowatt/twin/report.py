@@ -126,3 +126,104 @@ def _save(fig, path: Path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def write_fleet_report(directory: str | Path, results: list, title: str, summary: dict) -> Path:
+    """The fleet's page (kilowatt.twin.fleet): GPUs per pool over time, cost over time, SLO per service and
+    GPU-hours per pool for every policy."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[tuple[str, str]] = []
+    shown = [r for r in results if r.name in ("kilowatt", "kilowatt-alone")] or results[:1]
+    pools = sorted({p for r in results for s in r.samples for p in s.gpus})
+
+    fig, axes = plt.subplots(1, len(shown), figsize=(7 * len(shown), 4), squeeze=False)
+    for ax, r in zip(axes[0], shown):
+        hours = [s.t_s / SECONDS_PER_HOUR for s in r.samples]
+        if pools and r.samples:
+            ax.stackplot(hours, *[[s.gpus.get(p, 0) for s in r.samples] for p in pools], labels=pools, alpha=0.6,
+                         step="post")
+            ax.legend(loc="upper left")
+        ax.set_ylabel("GPUs held, all services")
+        ax.set_xlabel("hours")
+        ax2 = ax.twinx()
+        ax2.plot(hours, [s.arrivals_rps for s in r.samples], color="black", linewidth=0.6)
+        ax2.set_ylabel("requests / s, all services")
+        ax.set_title(f"{r.name}: GPUs per pool and the fleet's load")
+    figures.append(("gpus-per-pool.png", _save(fig, out / "gpus-per-pool.png")))
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for r in results:
+        ax.plot([s.t_s / SECONDS_PER_HOUR for s in r.samples], [s.cost_usd_per_hour for s in r.samples],
+                label=r.name, linewidth=1)
+    ax.set_ylabel("USD per hour")
+    ax.set_xlabel("hours")
+    ax.set_title("the fleet's cost over time (hardware + energy, owned pools included)")
+    ax.legend()
+    figures.append(("cost-over-time.png", _save(fig, out / "cost-over-time.png")))
+
+    services = summary["services"]
+    fig, ax = plt.subplots(figsize=(max(10, len(services) * 1.1), 4.5))
+    width = 0.8 / max(len(results), 1)
+    lowest = 100.0
+    for i, r in enumerate(results):
+        by = {s.name: s.slo_attainment * 100 for s in r.services}
+        values = [by.get(k, float("nan")) for k in services]
+        lowest = min([lowest, *[v for v in values if v == v]])
+        ax.bar([j + i * width for j in range(len(services))], values, width, label=r.name)
+    ax.axhline(99, color="red", linestyle="--")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(services))])
+    ax.set_xticklabels([k.split("/")[-1] for k in services], rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(max(0.0, min(90.0, lowest - 1)), 100.5)
+    ax.set_ylabel("% requests within TTFT and TPOT")
+    ax.set_title("SLO attainment per service")
+    ax.legend(fontsize=7, ncol=3)
+    figures.append(("slo-per-service.png", _save(fig, out / "slo-per-service.png")))
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
+    names = [r.name for r in results]
+    rows = {p["name"]: p for p in summary["policies"]}
+    a1.bar(names, [rows[n]["hardwareUsd"] for n in names], label="hardware")
+    a1.bar(names, [rows[n]["energyUsd"] for n in names], bottom=[rows[n]["hardwareUsd"] for n in names],
+           label="energy")
+    a1.set_ylabel("USD")
+    a1.set_title("total cost")
+    a1.legend()
+    bottom = [0.0] * len(names)
+    for p in pools:
+        values = [rows[n]["gpuHours"].get(p, 0.0) for n in names]
+        a2.bar(names, values, bottom=bottom, label=p)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    a2.set_ylabel("GPU-hours")
+    a2.set_title("GPU-hours per pool")
+    a2.legend()
+    for ax in (a1, a2):
+        ax.tick_params(axis="x", rotation=30)
+    figures.append(("policy-comparison.png", _save(fig, out / "policy-comparison.png")))
+
+    table = "".join(
+        f"<tr><td>{html.escape(p['name'])}</td><td>{p['costUsd']:.2f}</td><td>{p['hardwareUsd']:.2f}</td>"
+        f"<td>{p['energyUsd']:.2f}</td><td>{p['energyKwh']:.1f}</td><td>{p['co2Kg']:.1f}</td>"
+        f"<td>{p['sloAttainment']:.2%}</td><td>{p['worstServiceSloAttainment']:.2%}</td>"
+        f"<td>{html.escape(', '.join(f'{k} {v:.1f}' for k, v in p['gpuHours'].items()))}</td></tr>"
+        for p in summary["policies"])
+    images = "".join(
+        f'<h2>{html.escape(name.removesuffix(".png").replace("-", " "))}</h2>'
+        f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}"/>' for name, data in figures)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<table><tr><th>policy</th><th>cost USD</th><th>hardware USD</th><th>energy USD</th><th>energy kWh</th>
+<th>CO2 kg</th><th>SLO attainment (all requests)</th><th>worst service</th><th>GPU-hours per pool</th></tr>{table}
+</table>
+<p>Owned pools' hardware is paid whether used or not, under every policy; a replica a service asks for while the
+other services hold its pool stays Pending (neither serves nor is paid for).</p>
+{images}
+<h2>raw result</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre>
+</body></html>
+"""
+    (out / "report.html").write_text(page, encoding="utf-8")
+    (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return out / "report.html"

@@ -130,6 +130,38 @@ def test_a_measured_profile_overrides_the_prior():
     assert s.replicas == math.ceil(12 / 2.5)
 
 
+def test_options_are_shared_by_services_that_differ_only_in_name_and_found_afresh_each_period(monkeypatch):
+    from kilowatt.planner import options as options_module
+    from kilowatt.planner.options import CapacityTable
+
+    pools = cheap_and_fast()
+    table = CapacityTable(engine=False)
+    running = (("h100", CurrentPlacement(2, 2, 2)),)
+    a, b = service("ns/a", demand=3.0), service("ns/b", demand=9.0, current=running, degree_held=("h100",))
+    expected = [(o.pool.name, o.tensor_parallel) for o in options_for(a, pools, NOON)]  # no table: found afresh
+    found = []
+    real = options_module._candidates
+    monkeypatch.setattr(options_module, "_candidates", lambda svc, *a: found.append(svc) or real(svc, *a))
+    first, second = options_for(a, pools, NOON, table), options_for(b, pools, NOON, table)
+    assert len(found) == 1  # b differs in name, demand and what runs: the same candidates
+    assert [o.service for o in first] == ["ns/a"] * len(first)
+    assert [o.service for o in second] == ["ns/b"] * len(second)
+    # What runs still decides per service: b keeps the degree it runs on the H100s (held), a takes the cheapest.
+    assert {o.pool.name: o.tensor_parallel for o in second}["h100"] == 2
+    assert {o.pool.name: o.tensor_parallel for o in first}["h100"] == 1
+    assert [(o.pool.name, o.tensor_parallel) for o in first] == expected
+    options_for(service("ns/e", demand=3.0, ttft=0.4), pools, NOON, table)  # another SLO: another kind
+    assert len(found) == 2
+    table.new_period()
+    options_for(a, pools, NOON, table)
+    assert len(found) == 3
+    # The plan through the table equals the plan without it.
+    services = (a, b, service("ns/c", demand=5.0, current=running))
+    shared = plan(Snapshot(NOON, pools, services), CapacityTable(engine=False), exact=True)
+    fresh = plan(Snapshot(NOON, pools, services), exact=True)
+    assert [(s.key, s.summary()) for s in shared.services] == [(s.key, s.summary()) for s in fresh.services]
+
+
 def test_expensive_electricity_moves_load_to_the_efficient_gpu():
     # At $0.10/kWh the 4090 serves a req/s cheapest; at $5/kWh the GPU with more req/s per watt wins.
     cheap = plan(Snapshot(NOON, (pool("rtx4090", "RTX-4090", 16, 0.30), pool("h100", "H100-SXM", 16, 2.0)),

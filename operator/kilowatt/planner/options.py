@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from kilowatt.economics.cost import CostBreakdown
@@ -79,14 +79,38 @@ class CapacityTable:
         self.measure_spent_seconds = 0.0
         self.provisional = 0  # figures given from the analytic model this period for want of budget
         self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}
+        # One period's candidate options per kind of service (options_for): many services share a model, an SLO
+        # and a length mix, and differ only in name, demand and what runs where. Forgotten when a period starts.
+        self._options: dict[tuple, tuple[tuple[PoolState, ...], list[tuple[PoolState, list[Option]]]]] = {}
 
     def clear(self) -> None:
         self._by_service.clear()
+        self._options.clear()
 
     def new_period(self) -> None:
-        """A planning period starts: its curve-measuring budget is whole again."""
+        """A planning period starts: its curve-measuring budget is whole again, its options are found afresh."""
         self.measure_spent_seconds = 0.0
         self.provisional = 0
+        self._options.clear()
+
+    def candidates(self, service: ServiceState, pools: tuple[PoolState, ...], at: datetime
+                   ) -> list[tuple[PoolState, list[Option]]]:
+        """Per allowed pool, every degree a replica of ``service`` can serve at, with its capacity and cost
+        (_candidates): shared by the services that differ only in name, demand and what runs where, for one
+        period. Provisional figures (a curve not measured yet) are not shared beyond the call that gave them."""
+        kind = replace(service, key="", demand_rps=0.0, current=(), degree_held=())
+        # The pools by identity (kept alive with the entry, so an id is never reused while it is remembered).
+        key = (kind, tuple(id(p) for p in pools), at)
+        found = self._options.get(key)
+        if found is not None:
+            return found[1]
+        provisional = self.provisional
+        out = _candidates(kind, pools, at, self)
+        if self.provisional == provisional:
+            if len(self._options) >= self.limit:
+                self._options.clear()
+            self._options[key] = (pools, out)
+        return out
 
     def _may_measure(self, times: EngineTimes, mix: TokenMix) -> bool:
         if self.measure_budget_seconds is None or self.curves.has(times, mix):
@@ -176,8 +200,26 @@ def replica_capacity(
 def options_for(
     service: ServiceState, pools: tuple[PoolState, ...], at: datetime, capacity: CapacityTable | None = None
 ) -> list[Option]:
-    out = []
+    """For each allowed pool, the degree that serves a req/s cheapest — or the one running there, unless a change
+    pays for itself (rollout_pays) and was not made within the hour: its per-replica capacity and cost."""
     capacity = capacity or CapacityTable(engine=False)  # table-less: a quick estimate on the analytic model
+    out = []
+    for pool, candidates in capacity.candidates(service, pools, at):
+        best = min(candidates, key=lambda o: (o.usd_per_rps_hour, o.tensor_parallel))
+        current = service.current_on(pool.name)
+        if current and current.replicas > 0:
+            # Re-sharding is a rollout (every replica restarts): keep the running degree unless the change pays
+            # for itself, and always within an hour of the last change.
+            same = [o for o in candidates if o.tensor_parallel == current.tensor_parallel]
+            if same and (pool.name in service.degree_held or not rollout_pays(service, same[0], best)):
+                best = same[0]
+        out.append(replace(best, service=service.key))
+    return out
+
+
+def _candidates(service: ServiceState, pools: tuple[PoolState, ...], at: datetime, capacity: CapacityTable
+                ) -> list[tuple[PoolState, list[Option]]]:
+    out = []
     table = capacity.table_for(service)
     for pool in pools:
         if not service.may_use(pool.name):
@@ -196,17 +238,8 @@ def options_for(
             utilisation = within / (1.0 + service.burst_headroom) / max(saturation, within)
             cost = pool.economics.marginal_cost(k, utilisation, at)
             candidates.append(Option(service.key, pool, k, within, saturation, cost, from_profile))
-        if not candidates:
-            continue
-        best = min(candidates, key=lambda o: (o.usd_per_rps_hour, o.tensor_parallel))
-        current = service.current_on(pool.name)
-        if current and current.replicas > 0:
-            # Re-sharding is a rollout (every replica restarts): keep the running degree unless the change pays
-            # for itself, and always within an hour of the last change.
-            same = [o for o in candidates if o.tensor_parallel == current.tensor_parallel]
-            if same and (pool.name in service.degree_held or not rollout_pays(service, same[0], best)):
-                best = same[0]
-        out.append(best)
+        if candidates:
+            out.append((pool, candidates))
     return out
 
 

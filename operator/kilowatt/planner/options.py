@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from kilowatt.economics.cost import CostBreakdown
@@ -98,14 +98,16 @@ class CapacityTable:
         """Per allowed pool, every degree a replica of ``service`` can serve at, with its capacity and cost
         (_candidates): shared by the services that differ only in name, demand and what runs where, for one
         period. Provisional figures (a curve not measured yet) are not shared beyond the call that gave them."""
-        kind = replace(service, key="", demand_rps=0.0, current=(), degree_held=())
+        # What _candidates reads of the service (its name only to label the options, relabelled by options_for).
+        kind = (service.shape, service.mix, service.ttft_seconds, service.tpot_seconds, service.percentile,
+                service.burst_headroom, service.allowed_pools, service.profiles, service.corrections)
         # The pools by identity (kept alive with the entry, so an id is never reused while it is remembered).
         key = (kind, tuple(id(p) for p in pools), at)
         found = self._options.get(key)
         if found is not None:
             return found[1]
         provisional = self.provisional
-        out = _candidates(kind, pools, at, self)
+        out = _candidates(service, pools, at, self)
         if self.provisional == provisional:
             if len(self._options) >= self.limit:
                 self._options.clear()
@@ -213,7 +215,9 @@ def options_for(
             same = [o for o in candidates if o.tensor_parallel == current.tensor_parallel]
             if same and (pool.name in service.degree_held or not rollout_pays(service, same[0], best)):
                 best = same[0]
-        out.append(replace(best, service=service.key))
+        out.append(best if best.service == service.key else Option(
+            service.key, best.pool, best.tensor_parallel, best.capacity_rps, best.saturation_rps, best.planned_cost,
+            best.from_profile))
     return out
 
 

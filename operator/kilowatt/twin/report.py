@@ -177,7 +177,7 @@ def write_fleet_report(directory: str | Path, results: list, title: str, summary
     ax.set_ylim(max(0.0, min(90.0, lowest - 1)), 100.5)
     ax.set_ylabel("% requests within TTFT and TPOT")
     ax.set_title("SLO attainment per service")
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     figures.append(("slo-per-service.png", _save(fig, out / "slo-per-service.png")))
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))

@@ -13,6 +13,7 @@ and says so in ``MetricsAvailable``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,7 @@ from kilowatt.planner.options import replica_capacity
 
 log = logging.getLogger("kilowatt.loop")
 WRITE_CONCURRENCY = 16
-
+WRITE_CHUNKS_PER_WRITER = 4  # tasks per writer thread a period's services are split into (few futures, balanced)
 __all__ = ["WRITE_CONCURRENCY", "Clock", "ControlLoop", "LoopConfig", "PeriodReport", "SimulatedClock", "SystemClock"]
 
 
@@ -49,8 +50,8 @@ class LoopConfig:
     planner_budget_seconds: float = PLANNER_BUDGET_SECONDS
     namespaces: tuple[str, ...] = ()  # empty: all
     poll_seconds: float = 0.5  # how often the kopf daemon asks whether a period is due
-    # Services applied at once (their Deployments, routing objects, events and status): each service's writes
-    # stay in order on one thread, different services' go in parallel, at most this many HTTP requests in flight.
+    # Services applied at once (Deployments, routing objects, events, status): each service's writes in order on
+    # one thread, different services' in parallel (a few per task), at most this many HTTP requests in flight.
     write_concurrency: int = WRITE_CONCURRENCY
 
 
@@ -168,21 +169,19 @@ class ControlLoop:
             report.planner_seconds = decided.plan.solve_seconds
             self.telemetry.planner_seconds.observe(decided.plan.solve_seconds)
         factors = self._power_factors(seen, now)
-        # One task per service: its own objects only, so no Deployment is written by two threads in a period.
-        applied = [(item, self._writers.submit(self._service, item, decided.decisions[item.key], seen, factors, now))
-                   for item in seen.services]
-        for item, future in applied:  # in the services' order, whatever order they finished in
-            try:
-                outcome = future.result()
-            except ApiException as exc:  # the API server refused this service's write: mark it, go on
-                self.telemetry.errors.labels(kind="ApplyFailed").inc()
-                report.errors.append(self.applier.apply_failed(item.body, exc))
-                continue
-            report.cost_usd_per_hour += outcome.cost_usd_per_hour
-            if outcome.desired is not None:
-                report.desired[item.key] = outcome.desired
-            if outcome.decision is not None:
-                report.decisions.append(outcome.decision)
+        # Each service in one task only (its own objects): no Deployment is written by two threads in a period.
+        size = max(1, math.ceil(len(seen.services) / (WRITE_CHUNKS_PER_WRITER * self.config.write_concurrency)))
+        chunks = [seen.services[i:i + size] for i in range(0, len(seen.services), size)]
+        done = [self._writers.submit(self._chunk, chunk, decided.decisions, seen, factors, now) for chunk in chunks]
+        for chunk, future in zip(chunks, done):  # in the services' order, whatever order they finished in
+            for item, outcome in zip(chunk, future.result()):
+                if isinstance(outcome, ApiException):  # the API server refused this service's write: mark it, go on
+                    self.telemetry.errors.labels(kind="ApplyFailed").inc()
+                    report.errors.append(self.applier.apply_failed(item.body, outcome))
+                    continue
+                report.cost_usd_per_hour += outcome.cost_usd_per_hour
+                report.desired.update({item.key: outcome.desired} if outcome.desired is not None else {})
+                report.decisions += [outcome.decision] if outcome.decision is not None else []
         for name, pool in seen.pools.items():
             status, events = pool_status(pool, seen.pool_states[name], seen.view,
                                          seen.observations.pools[name].power_watts
@@ -190,6 +189,17 @@ class ControlLoop:
                                          seen.price_fallbacks.get(name), self.applier.previous_pool_status(name), now)
             self.applier.pool_status(pool, status, events)
         return report
+
+    def _chunk(self, items: list[ObservedService], decisions: dict[str, Decision], seen: PeriodInput, factors:
+               dict[str, float], now: datetime) -> list[Applied | ApiException]:
+        """One writer thread's task: a few services in turn; a refused write gives its ApiException, the rest go on."""
+        out: list[Applied | ApiException] = []
+        for item in items:
+            try:
+                out.append(self._service(item, decisions[item.key], seen, factors, now))
+            except ApiException as exc:
+                out.append(exc)
+        return out
 
     def _service(self, item: ObservedService, decision: Decision, seen: PeriodInput, factors: dict[str, float],
                  now: datetime) -> Applied:

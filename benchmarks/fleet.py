@@ -8,7 +8,8 @@ requests; ServeGen's day curve shifted by 2 h per service) share an owned RTX 40
 rented H100 pool, every pool paying ERCOT's hourly wholesale price from 2024-07-16. kilowatt's global plan against
 kilowatt planning each service alone, one HPA per service on its cheapest pool, one static peak mix per service,
 KEDA per service and the lower bound. Writes the fleet's and each service's cost, SLO attainment and GPU-hours per
-pool to --out, and the report (plots, report.html) to --report; copies the two main plots beside --out.
+pool to --out (a run of some --policies keeps the other policies of the same run already there), and the report
+(plots, report.html) to --report; copies the two main plots beside --out.
 """
 
 from __future__ import annotations
@@ -70,18 +71,24 @@ def main() -> int:
           file=sys.stderr)
     results = simulate_fleet(args.policies.split(","), members, pools, prices, START, args.period_seconds, seed=1)
     policies = [r.to_json() for r in results]
+    out = Path(args.out)
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    if (earlier.get("durationHours"), earlier.get("periodSeconds")) == (args.hours, args.period_seconds):
+        # The same run's other policies (run separately with --policies) are kept beside the new ones.
+        ran = {p["name"] for p in policies}
+        policies = [p for p in earlier["policies"] if p["name"] not in ran] + policies
     summary = {"services": [m.service.key for m in members], "requests": sum(len(m.workload) for m in members),
                "durationHours": args.hours, "periodSeconds": args.period_seconds, "start": START.isoformat(),
                "prices": "US-TEX-ERCO hourly wholesale", "wallSeconds": round(time.perf_counter() - started, 1),
                "workloads": {m.service.key: m.workload.label for m in members},
                "policies": policies, "verdict": verdict(policies)}
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     page = write_fleet_report(args.report, results, f"kilowatt twin: a fleet of {len(members)} services, "
                                                     f"{args.hours:g} h", summary)
-    for name in ("gpus-per-pool.png", "slo-per-service.png"):
-        shutil.copy(Path(args.report) / name, out.parent / f"fleet-{name}")
+    if any(r.name == "kilowatt" for r in results):  # the plots of the main run, not of an added policy's
+        for name in ("gpus-per-pool.png", "slo-per-service.png"):
+            shutil.copy(Path(args.report) / name, out.parent / f"fleet-{name}")
     print(json.dumps(summary["verdict"], indent=2))
     print(f"report: {page}", file=sys.stderr)
     return 0

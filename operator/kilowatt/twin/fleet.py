@@ -51,7 +51,7 @@ from kilowatt.twin.policies import (
     PolicyUnavailable,
     make_policy,
 )
-from kilowatt.twin.simulate import DRAIN_LIMIT_SECONDS, PolicyResult, opening_rps, summarise, tune_hpa
+from kilowatt.twin.simulate import PolicyResult, opening_rps, run_periods, summarise, tune_hpa
 from kilowatt.twin.workload import TraceError, Workload, read_rate_curve, read_requests, shaped
 
 TRACE = "twin.kilowatt.dev/trace"  # per-request CSV (timestamp_s,input_tokens,output_tokens)
@@ -218,7 +218,8 @@ class GlobalKilowatt(FleetPolicy):
 
     def decide(self, initial_rps: dict[str, float] | None = None) -> dict[str, Desired]:
         fleet = self.fleet
-        items = [_input(plane, None if initial_rps is None else initial_rps[key]) for key, plane in fleet.planes.items()]
+        items = [_input(plane, None if initial_rps is None else initial_rps[key])
+                 for key, plane in fleet.planes.items()]
         plane = fleet.any_plane
         states = {name: plane.pool_state(name) for name in self.pools}
         decided = self.decider.decide(plane.at(plane.now), plane.now, items, self.pools, states)
@@ -452,19 +453,8 @@ def run_fleet_policy(name: str, members: list[Member], pools: list[AcceleratorPo
     apply(policy.decide(initial_rps={m.service.key: opening_rps(m.workload) for m in members}))
     for plane in fleet.planes.values():
         plane.warm_start()
-    t, next_report = 0.0, 0.0
-    while t < fleet.duration_s:
-        until = min(t + period_seconds, fleet.duration_s)
-        fleet.advance(until)
-        t = until
-        if t < fleet.duration_s:
-            apply(policy.decide())
-        if progress and t >= next_report:
-            progress(name, t / fleet.duration_s)
-            next_report = t + fleet.duration_s / 20
-    while fleet.unfinished() and t < fleet.duration_s + DRAIN_LIMIT_SECONDS:
-        t += period_seconds
-        fleet.advance(t)
+    run_periods(name, fleet.duration_s, period_seconds, fleet.advance, lambda: apply(policy.decide()),
+                fleet.unfinished, progress)
     wall = time.perf_counter() - started
     services = [summarise(key, plane, wall) for key, plane in fleet.planes.items()]
     return FleetResult(name, services, fleet.accounts, fleet.samples, policy.decisions, wall, policy.detail)

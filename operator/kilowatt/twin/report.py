@@ -100,17 +100,25 @@ def write_report(directory: str | Path, results: list[PolicyResult], title: str,
         "inferencepool": "Routing <b>inferencepool</b>: pools by HTTPRoute weight, then each pool's replicas in "
                          "turn; nothing is stranded by routing.",
     }.get(routing, "")
+    header = ("policy", "cost USD", "hardware USD", "energy USD", "energy kWh", "SLO attainment", "TTFT p95 ms",
+              "TPOT p95 ms", "mixed placement h", "stranded by routing USD", "CO2 kg", "CO2 kg/day",
+              "owned hardware USD (paid either way)")
+    return _write_page(out, title, header, rows, note, figures, summary)
+
+
+def _write_page(out: Path, title: str, header: tuple[str, ...], rows: str, note: str,
+                figures: list[tuple[str, str]], summary: dict) -> Path:
+    """report.html (the table, a note, the plots inlined, the raw result) and result.json in ``out``."""
     images = "".join(
         f'<h2>{html.escape(name.removesuffix(".png").replace("-", " "))}</h2>'
         f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}"/>' for name, data in figures)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<table><tr><th>policy</th><th>cost USD</th><th>hardware USD</th><th>energy USD</th><th>energy kWh</th>
-<th>SLO attainment</th><th>TTFT p95 ms</th><th>TPOT p95 ms</th><th>mixed placement h</th>
-<th>stranded by routing USD</th><th>CO2 kg</th><th>CO2 kg/day</th><th>owned hardware USD (paid either way)</th></tr>{rows}</table>
+<table><tr>{head}</tr>{rows}</table>
 <p>{note}</p>
 {images}
 <h2>raw result</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre>
@@ -207,23 +215,8 @@ def write_fleet_report(directory: str | Path, results: list, title: str, summary
         f"<td>{p['sloAttainment']:.2%}</td><td>{p['worstServiceSloAttainment']:.2%}</td>"
         f"<td>{html.escape(', '.join(f'{k} {v:.1f}' for k, v in p['gpuHours'].items()))}</td></tr>"
         for p in summary["policies"])
-    images = "".join(
-        f'<h2>{html.escape(name.removesuffix(".png").replace("-", " "))}</h2>'
-        f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}"/>' for name, data in figures)
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<table><tr><th>policy</th><th>cost USD</th><th>hardware USD</th><th>energy USD</th><th>energy kWh</th>
-<th>CO2 kg</th><th>SLO attainment (all requests)</th><th>worst service</th><th>GPU-hours per pool</th></tr>{table}
-</table>
-<p>Owned pools' hardware is paid whether used or not, under every policy; a replica a service asks for while the
-other services hold its pool stays Pending (neither serves nor is paid for).</p>
-{images}
-<h2>raw result</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre>
-</body></html>
-"""
-    (out / "report.html").write_text(page, encoding="utf-8")
-    (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return out / "report.html"
+    header = ("policy", "cost USD", "hardware USD", "energy USD", "energy kWh", "CO2 kg",
+              "SLO attainment (all requests)", "worst service", "GPU-hours per pool")
+    note = ("Owned pools' hardware is paid whether used or not, under every policy; a replica a service asks for while "
+            "the other services hold its pool stays Pending (neither serves nor is paid for).")
+    return _write_page(out, title, header, table, note, figures, summary)

@@ -121,24 +121,32 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
     policy.bind(plane)
     plane.apply(policy.decide(initial_rps=opening_rps(workload)))
     plane.warm_start()  # what ran before the trace is already serving
-    t = 0.0
-    next_report = 0.0
-    while t < workload.duration_s:
-        until = min(t + period_seconds, workload.duration_s)
-        plane.advance(until)
-        t = until
-        if t < workload.duration_s:
-            plane.apply(policy.decide())
-        if progress and t >= next_report:
-            progress(name, t / workload.duration_s)
-            next_report = t + workload.duration_s / 20
-    # Drain: no more arrivals; serving replicas finish what they hold (the policy keeps its last placement).
-    while plane.unfinished() and t < workload.duration_s + DRAIN_LIMIT_SECONDS:
-        t += period_seconds
-        plane.advance(t)
+    run_periods(name, workload.duration_s, period_seconds, plane.advance, lambda: plane.apply(policy.decide()),
+                plane.unfinished, progress)
     result = summarise(name, plane, time.perf_counter() - started, getattr(policy, "decisions", 0))
     result.detail = getattr(policy, "detail", "")
     return result
+
+
+def run_periods(name: str, duration_s: float, period_seconds: float, advance: Callable[[float], None],
+                decide: Callable[[], None], unfinished: Callable[[], int],
+                progress: Callable[[str, float], None] | None) -> None:
+    """Step a run to its end: advance one period, decide for the next (none after the last), say how far it is;
+    then drain — no more arrivals, the replicas finish what they hold (the last placement kept), for at most
+    DRAIN_LIMIT_SECONDS."""
+    t, next_report = 0.0, 0.0
+    while t < duration_s:
+        until = min(t + period_seconds, duration_s)
+        advance(until)
+        t = until
+        if t < duration_s:
+            decide()
+        if progress and t >= next_report:
+            progress(name, t / duration_s)
+            next_report = t + duration_s / 20
+    while unfinished() and t < duration_s + DRAIN_LIMIT_SECONDS:
+        t += period_seconds
+        advance(t)
 
 
 def tune_hpa(policy: HpaPolicy, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],

@@ -30,17 +30,17 @@ from kilowatt.state import pool_state, service_state
 
 
 BACKLOG_SECONDS = 60.0
-# Whether the operator plans on the engine-measured SLO capacity (the twin's truth) or on the analytic model
-# corrected online. Analytic for now: on the engine the operator's first periods plan on provisional analytic
-# figures (before their curves are measured) and hold the degree they chose for an hour, and where a latency
-# floor sits just inside the SLO (the examples' 500 ms TTFT against an RTX 4090's ~0.5 s prefill of 4,100-token
-# prompts) the curves promise capacity the correction cannot take back: the demo fell from 99.8 % to 84.9 %
-# within the SLO (benchmarks/RESULTS.md, issue 12). The analytic model is optimistic there by 3x and the
-# correction learns it within minutes.
-OPERATOR_ENGINE_CAPACITY = False
+# Whether the operator plans on the engine-measured SLO capacity (the twin's truth, corrected online) or on the
+# analytic model corrected online. The engine: the planner's capacity is the twin's (benchmarks/RESULTS.md,
+# issue 12). Until a mix's curves are measured (CURVE_BUDGET_SECONDS a period) its figures are the analytic
+# model's, provisional: a degree chosen on them is not held (Decider._degrees_held).
+OPERATOR_ENGINE_CAPACITY = True
 # Seconds a period may spend measuring the engine's latency curves for mixes it has not seen (the rest plan on
 # the analytic model until a later period has measured them: CapacityTable).
 CURVE_BUDGET_SECONDS = 1.0
+# The share of the control period the operator spends, after a period's writes, measuring the curves that period
+# went without (Decider.catch_up): a figure is then provisional for one period, not for many.
+CURVE_CATCHUP_SHARE = 0.25
 # The seasonal forecast looks this far past the longest replica start-up: capacity asked for now serves then.
 FORECAST_BEYOND_STARTUP_SECONDS = 300.0
 # A tensor-parallel degree that just changed on a pool is held this long: no change back within the hour.
@@ -167,6 +167,9 @@ class Decider:
     forecast: SeasonalForecast = field(default_factory=SeasonalForecast)
     # (service, pool) -> (the degree running there, since when on the decision clock)
     degrees: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    # (service, pool) -> a degree chosen there on provisional capacity figures (curves not measured yet): when it
+    # comes to run, it is not held (a later period, on measured curves, may change it at once).
+    _provisional_degrees: dict[tuple[str, str], int] = field(default_factory=dict)
     _learned_at: dict[str, float] = field(default_factory=dict)  # service -> when its latency was last read
 
     def mode(self, svc: InferenceService) -> ScalingMode:
@@ -179,8 +182,9 @@ class Decider:
         self.lengths.forget(key)
         self.forecast.forget(key)
         self._learned_at.pop(key, None)
-        for k in [k for k in self.degrees if k[0] == key]:
-            del self.degrees[k]
+        for table in (self.degrees, self._provisional_degrees):
+            for k in [k for k in table if k[0] == key]:
+                del table[k]
 
     def decide(
         self,
@@ -235,9 +239,15 @@ class Decider:
         snapshot = Snapshot(now, tuple(free.values()), tuple(state for _, state in planned))
         out.plan = plan(snapshot, self.capacity, time_limit_seconds=self.planner_budget_seconds)
         for item, state in planned:
-            out.decisions[item.key] = replace(self._stabilise(item, out.plan.service(item.key), state.demand_rps,
-                                                              clock_seconds, pools, pool_states),
-                                              forecast=expected.get(item.key))
+            out.decisions[item.key] = decision = replace(
+                self._stabilise(item, out.plan.service(item.key), state.demand_rps, clock_seconds, pools,
+                                pool_states), forecast=expected.get(item.key))
+            provisional = item.key in self.capacity.provisional_services
+            for pool, k in decision.tensor_parallel.items():
+                if provisional:
+                    self._provisional_degrees[(item.key, pool)] = k
+                else:
+                    self._provisional_degrees.pop((item.key, pool), None)
         self.forecast.refit()  # within its per-period budget; the next periods use what it fitted
         for item in held:
             hold = ModeOff() if self.mode(item.service) is ScalingMode.OFF else MetricsMissing(item.key, metrics_error)
@@ -245,6 +255,10 @@ class Decider:
                                                {p: c.tensor_parallel for p, c in item.current.items()},
                                                str(hold), None, changed=False, holds=(hold,))
         return out
+
+    def catch_up(self, budget_seconds: float) -> None:
+        """Between periods: measure the capacity curves this period planned without (CapacityTable.catch_up)."""
+        self.capacity.catch_up(budget_seconds)
 
     def _degrees_held(self, item: ServiceInput, clock_seconds: float) -> tuple[str, ...]:
         """Pools where the service's running degree changed less than DEGREE_HOLD_SECONDS ago (its first degree
@@ -257,8 +271,11 @@ class Decider:
             if seen is None:
                 self.degrees[(item.key, pool)] = (c.tensor_parallel, -DEGREE_HOLD_SECONDS)
             elif seen[0] != c.tensor_parallel:
-                self.degrees[(item.key, pool)] = (c.tensor_parallel, clock_seconds)
-                held.append(pool)
+                if self._provisional_degrees.get((item.key, pool)) == c.tensor_parallel:
+                    self.degrees[(item.key, pool)] = (c.tensor_parallel, -DEGREE_HOLD_SECONDS)
+                else:
+                    self.degrees[(item.key, pool)] = (c.tensor_parallel, clock_seconds)
+                    held.append(pool)
             elif clock_seconds - seen[1] < DEGREE_HOLD_SECONDS:
                 held.append(pool)
         return tuple(sorted(held))

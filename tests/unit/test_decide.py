@@ -82,3 +82,31 @@ def test_a_pool_whose_degree_just_changed_is_held_for_an_hour():
     assert held(1, 600.0) == ("rtx4090",)  # changed: held
     assert held(1, 600.0 + 3599.0) == ("rtx4090",)
     assert held(1, 600.0 + 3600.0) == ()  # an hour on, free again
+
+
+def test_a_degree_chosen_on_provisional_figures_is_not_held():
+    """A period without budget to measure a mix's curves plans on the analytic model's figures: a degree chosen on
+    them may be wrong, so when it comes to run it is not held for the hour (a later period, on measured curves,
+    may change it at once); the same change chosen on measured figures is held."""
+    pools, services = load_objects([EXAMPLES])
+    svc = services[0]
+    by_name = {p.name: p for p in pools}
+    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    at = datetime(2024, 7, 16, 7, tzinfo=timezone.utc)
+    obs = ServiceObservation(12.0, 1155.0, 211.0, None, None, None)
+
+    def run(budget_seconds: float) -> tuple[Decider, str, int]:
+        decider = Decider()
+        decider.capacity.measure_budget_seconds = budget_seconds
+        d = decider.decide(at, 0.0, [ServiceInput.of(svc, {}, obs)], by_name, states).decisions[svc.key]
+        pool, k = next((p, d.tensor_parallel[p]) for p, n in d.desired.items() if n > 0)
+        assert (svc.key in decider.capacity.provisional_services) == (budget_seconds == 0.0)
+        return decider, pool, k
+
+    for budget, provisional in ((0.0, True), (None, False)):
+        decider, pool, k = run(budget)
+        other = 2 if k == 1 else 1
+        before = ServiceInput.of(svc, {pool: CurrentPlacement(2, other, 2)}, obs)
+        after = ServiceInput.of(svc, {pool: CurrentPlacement(2, k, 2)}, obs)
+        assert decider._degrees_held(before, 0.0) == ()  # the first degree seen
+        assert decider._degrees_held(after, 600.0) == (() if provisional else (pool,))

@@ -230,3 +230,48 @@ def test_a_period_past_its_curve_budget_plans_on_the_analytic_model_until_a_late
     assert table.replica(service, pool, 1) == engine and table.provisional == 0
     table.clear()
     assert table.replica(service, pool, 1) == engine and table.measure_spent_seconds == 0.0
+
+
+def test_what_a_period_had_no_budget_for_is_measured_between_periods() -> None:
+    """A figure given provisionally is remembered as pending; catch_up measures it after the period, so the next
+    period plans on the engine's figure with no budget of its own."""
+    from kilowatt.performance.capacity import TokenMix
+    from kilowatt.planner.options import CapacityTable
+
+    mix = TokenMix(1500.0, 200.0, _spread_quantiles(1500.0, 0.5), _spread_quantiles(200.0, 0.3))
+    service, pool = _service(LLAMA_8B, mix), _pool("RTX-4090")
+    engine = CapacityTable(engine=True).replica(service, pool, 2)
+    table = CapacityTable(engine=True, measure_budget_seconds=0.0)
+    table.new_period()
+    assert table.replica(service, pool, 2) != engine and table.provisional_services == {service.key}
+    assert table.catch_up(0.0) == 1  # no time: still waiting
+    assert table.catch_up(60.0) == 0 and table.curves.measured > 0
+    table.new_period()
+    assert table.replica(service, pool, 2) == engine and table.provisional == 0
+    assert table.provisional_services == set()
+
+
+def test_a_curve_between_grid_points_is_read_at_the_same_share_of_saturation() -> None:
+    """Between grid corners latency is interpolated at each share of saturation: at any rate the interpolated
+    latency lies between the corners' latencies at that share, and at the capacity it promises the interpolated
+    latency is within the SLO (interpolating at one absolute rate averaged a corner far below its saturation with
+    one past it)."""
+    from kilowatt.performance.capacity import TokenMix
+    from kilowatt.performance.slo_capacity import RATE_FRACTIONS, CurveBook
+
+    book = CurveBook()
+    times = EngineTimes.of(CapacityModel(LLAMA_8B, gpu_by_name("RTX-4090"), 1, default_calibration()))
+    mix = TokenMix(1155.0, 211.0, _spread_quantiles(1155.0, 0.8), _spread_quantiles(211.0, 0.5))
+    corners = [book.curve(times, corner) for _, corner in book._corners(mix)]
+    assert len(corners) == 4
+    curve = book.interpolated(times, mix)
+    sats = [c.saturation_rps for c in corners]
+    assert min(sats) <= curve.saturation_rps <= max(sats)
+    for i, _ in enumerate(RATE_FRACTIONS):
+        for which in ("ttft", "tpot"):
+            at = [c.at(95.0, which)[i] for c in corners]
+            assert min(at) - 1e-12 <= curve.at(95.0, which)[i] <= max(at) + 1e-12
+    within, saturation = book.capacity(times, mix, 1.0, 0.05, 95.0)
+    assert 0 < within < saturation == curve.saturation_rps
+    ttft, tpot = book.latency(times, mix, within, 95.0)
+    assert ttft <= 1.0 + 1e-9 and tpot <= 0.05 + 1e-9

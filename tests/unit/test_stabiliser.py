@@ -95,3 +95,25 @@ def test_behind_a_plain_service_ready_capacity_is_counted_at_the_slowest_replica
     shared = Stabiliser().step("s", {"a": 2, "b": 2}, now, 28.0, 0.0, policy, equal_share=True)
     assert shared.units == {"a": 4, "b": 2}
     assert shared.holds == (WaitingForReady("a", held=4, instead_of=2),)
+
+
+def test_behind_a_plain_service_a_pool_the_plan_left_goes_whole():
+    # 1 fast replica on "a" (20 req/s) beside 12 slow ones on "b" (0.86 req/s each), 11 req/s served; the plan
+    # has wanted "a" alone for the whole window. Each step of one "b" replica leaves 12 x 0.86 = 10.3 < 11 behind
+    # a Service (every replica gets an equal share), so stepping held "b" for ever; without "b", "a" serves 20.
+    policy = ScalingPolicy(scale_down_window_seconds=300, max_scale_down_step=1)
+    now = current(a=(1, 1, 20.0), b=(12, 12, 0.86))
+    stab = Stabiliser()
+    for t in range(0, 300, 60):
+        assert stab.step("s", {"a": 1}, now, 11.0, float(t), policy, equal_share=True).units == {"a": 1, "b": 12}
+    assert stab.step("s", {"a": 1}, now, 11.0, 300.0, policy, equal_share=True).units == {"a": 1, "b": 0}
+    # Weighted routing steps down as before, and the fast replica not ready holds the slow ones whole.
+    weighted = Stabiliser()
+    for t in range(0, 360, 60):
+        step = weighted.step("s", {"a": 1}, now, 11.0, float(t), policy)
+    assert step.units == {"a": 1, "b": 11}
+    starting = Stabiliser()
+    not_ready = current(a=(1, 0, 20.0), b=(12, 12, 0.86))
+    for t in range(0, 360, 60):
+        step = starting.step("s", {"a": 1}, not_ready, 11.0, float(t), policy, equal_share=True)
+    assert step.units == {"a": 1, "b": 12}

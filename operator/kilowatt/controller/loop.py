@@ -31,7 +31,7 @@ from kilowatt.controller.observe import ObservedService, ParseMemo, PeriodInput,
 from kilowatt.controller.reads import Lister, Reads
 from kilowatt.controller.status import pool_status, scaled_event, service_status
 from kilowatt.controller.telemetry import Telemetry
-from kilowatt.decide import Decision, Decider
+from kilowatt.decide import CURVE_CATCHUP_SHARE, Decision, Decider
 from kilowatt.metrics import MetricSource
 from kilowatt.planner import PLANNER_BUDGET_SECONDS
 from kilowatt.planner.cost import measured_power_factors, placement_cost
@@ -80,8 +80,7 @@ class Applied:
 class ControlLoop:
     def __init__(self, core: Any, apps: Any, custom: Any, source: MetricSource, config: LoopConfig | None = None,
                  telemetry: Telemetry | None = None, clock: Clock | None = None, reads: Reads | None = None) -> None:
-        """``reads``: where periods read the API objects — ``Informers`` (watches; what ``kilowatt run`` uses) or,
-        by default, a ``Lister`` that lists them every period."""
+        """``reads``: where periods read the API objects: ``Informers`` (watches, as ``kilowatt run``) or a ``Lister``."""
         self.core, self.apps, self.custom = core, apps, custom
         self.clock = clock or SystemClock()
         self.source = source
@@ -121,6 +120,7 @@ class ControlLoop:
         self._last_run = self.clock.monotonic()
         self.telemetry.leader.set(1)
         report = self.run_once(now)
+        self.decider.catch_up(self.config.period_seconds * CURVE_CATCHUP_SHARE)  # after the writes: idle time
         self.last_report = report  # before the count moves: whoever sees the count sees this report
         self.periods_run += 1
         self.telemetry.mark_period()

@@ -10,8 +10,8 @@ percentile and online correction is then answered from the curve by interpolatio
 
 A curve costs a few tenths of a second of CPU (``benchmarks/capacity_consistency.py`` records it). A
 ``CurveBook`` remembers curves for whoever plans: mean prompt and output lengths on a log grid (ratio
-``MEAN_GRID``), a capacity between grid points interpolated bilinearly in log-length, so a service whose mean
-lengths wander from period to period reuses four curves instead of measuring new ones. The distribution's shape
+``MEAN_GRID``), a curve between grid points interpolated bilinearly in length at each share of saturation
+(``CurveBook.interpolated``), so a service whose mean lengths wander from period to period reuses four curves instead of measuring new ones. The distribution's shape
 (quantiles relative to the mean) is matched, not gridded: a curve measured for a shape whose every quantile is
 within ``SHAPE_TOLERANCE`` of this one's is reused. A length histogram's quantiles wobble from period to period
 around bucket bounds (vLLM's buckets are 1-2-5 wide); rounding each of nine quantiles on a grid turned that
@@ -158,10 +158,12 @@ def measured_capacity_rps(times: EngineTimes, prompts: np.ndarray, outputs: np.n
 
 
 def _grid_neighbours(x: float, step: float) -> tuple[float, float, float]:
-    """(lower grid point, upper grid point, weight of the upper) around x on a log grid."""
-    position = math.log(max(x, 1.0)) / math.log(step)
-    low = math.floor(position)
-    return step ** low, step ** (low + 1), position - low
+    """(lower grid point, upper grid point, weight of the upper) around x on a log grid; the weight linear in
+    length between them (a prefill's time, and a decode's KV reads, grow linearly with tokens)."""
+    x = max(x, 1.0)
+    low = step ** math.floor(math.log(x) / math.log(step))
+    high = low * step
+    return low, high, min(1.0, max(0.0, (x - low) / (high - low)))
 
 
 def _relative_shape(quantiles: tuple[float, ...], mean: float) -> tuple[float, ...]:
@@ -240,22 +242,32 @@ class CurveBook:
                 out.append((w_in * w_out, corner))
         return out
 
+    def interpolated(self, times: EngineTimes, mix: TokenMix) -> LatencyCurve:
+        """The curve for ``mix`` between its grid corners: saturation interpolated bilinearly in length, and
+        latency at each share of saturation (every curve is measured at the same RATE_FRACTIONS) the corners'
+        latencies at that share, weighted alike. Interpolating at one absolute rate instead mixes a corner far
+        below its saturation with one past it (a 0.5 s and a 16 s TTFT averaged into a latency neither shows);
+        capacity and latency both read this one curve, so what the planner promises is what the correction
+        compares observations with."""
+        corners = [(weight, self.curve(times, corner)) for weight, corner in self._corners(mix)]
+        if len(corners) == 1:
+            return corners[0][1]
+        if any(not c.rates_rps for _, c in corners):  # a corner that cannot serve at all (no KV room)
+            return LatencyCurve(0.0, (), (), ())
+        total = sum(w for w, _ in corners)
+        saturation = sum(w * c.saturation_rps for w, c in corners) / total
+        ttft = sum(w * np.asarray(c.ttft_s) for w, c in corners) / total
+        tpot = sum(w * np.asarray(c.tpot_s) for w, c in corners) / total
+        return LatencyCurve(saturation, tuple(f * saturation for f in RATE_FRACTIONS), tuple(map(tuple, ttft)),
+                            tuple(map(tuple, tpot)))
+
     def capacity(self, times: EngineTimes, mix: TokenMix, ttft_seconds: float, tpot_seconds: float,
                  percentile: float, ttft_factor: float = 1.0, tpot_factor: float = 1.0) -> tuple[float, float]:
-        """(req/s within the SLO, saturation req/s) of one replica for ``mix``, interpolated on the grid."""
-        within = saturation = 0.0
-        for weight, corner in self._corners(mix):
-            curve = self.curve(times, corner)
-            within += weight * curve.max_rps_within_slo(ttft_seconds, tpot_seconds, percentile, ttft_factor,
-                                                        tpot_factor)
-            saturation += weight * curve.saturation_rps
-        return within, saturation
+        """(req/s within the SLO, saturation req/s) of one replica for ``mix``, on the interpolated curve."""
+        curve = self.interpolated(times, mix)
+        return (curve.max_rps_within_slo(ttft_seconds, tpot_seconds, percentile, ttft_factor, tpot_factor),
+                curve.saturation_rps)
 
     def latency(self, times: EngineTimes, mix: TokenMix, load_rps: float, percentile: float) -> tuple[float, float]:
-        """(TTFT, TPOT) at ``percentile`` for an offered load, interpolated on the grid."""
-        ttft = tpot = 0.0
-        for weight, corner in self._corners(mix):
-            t, d = self.curve(times, corner).latency_at(load_rps, percentile)
-            ttft += weight * t
-            tpot += weight * d
-        return ttft, tpot
+        """(TTFT, TPOT) at ``percentile`` for an offered load, on the interpolated curve."""
+        return self.interpolated(times, mix).latency_at(load_rps, percentile)

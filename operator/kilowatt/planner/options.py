@@ -78,6 +78,10 @@ class CapacityTable:
         self.measure_budget_seconds = measure_budget_seconds
         self.measure_spent_seconds = 0.0
         self.provisional = 0  # figures given from the analytic model this period for want of budget
+        self.provisional_services: set[str] = set()  # the services those figures were for (this period)
+        # (engine constants, mix) whose curves a period wanted and had no budget for, oldest first: measured
+        # between periods (catch_up), so the next period plans on them.
+        self._pending: dict[tuple[EngineTimes, TokenMix], None] = {}
         self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}
         # One period's candidate options per kind of service (options_for): many services share a model, an SLO
         # and a length mix, and differ only in name, demand and what runs where. Forgotten when a period starts.
@@ -91,6 +95,7 @@ class CapacityTable:
         """A planning period starts: its curve-measuring budget is whole again, its options are found afresh."""
         self.measure_spent_seconds = 0.0
         self.provisional = 0
+        self.provisional_services.clear()
         self._options.clear()
 
     def candidates(self, service: ServiceState, pools: tuple[PoolState, ...], at: datetime
@@ -117,7 +122,22 @@ class CapacityTable:
     def _may_measure(self, times: EngineTimes, mix: TokenMix) -> bool:
         if self.measure_budget_seconds is None or self.curves.has(times, mix):
             return True
-        return self.measure_spent_seconds < self.measure_budget_seconds
+        if self.measure_spent_seconds < self.measure_budget_seconds:
+            return True
+        if len(self._pending) < self.limit:
+            self._pending[(times, mix)] = None
+        return False
+
+    def catch_up(self, budget_seconds: float) -> int:
+        """Measure the curves periods went without (oldest first) for up to about ``budget_seconds``: work for
+        the time between periods, so a figure is provisional for one period, not for as many as the per-period
+        budget takes to reach it. Returns how many are still waiting."""
+        started = time.perf_counter()
+        while self._pending and time.perf_counter() - started < budget_seconds:
+            times, mix = next(iter(self._pending))
+            del self._pending[(times, mix)]
+            self.curves.interpolated(times, mix)
+        return len(self._pending)
 
     def _measured(self, fn, *args):
         """``fn(*args)`` on the curves, its time charged to the period's budget when it measured a new one."""
@@ -162,6 +182,7 @@ class CapacityTable:
             found = _analytic(model, service)
             if self.engine:  # provisional: a later period measures it on the engine
                 self.provisional += 1
+                self.provisional_services.add(service.key)
                 return found
         table[key] = found
         return found

@@ -91,6 +91,12 @@ class Stabiliser:
                 # Only a recommendation that has held for the whole window counts: history must reach back.
                 covered = history[0][0] <= now_seconds - policy.scale_down_window_seconds
                 target = max(window) if covered else now
+                if equal_share and target == 0:
+                    # Leaving a pool behind a plain Service goes whole: every replica gets an equal share, so
+                    # removing its replicas one by one overloads the ones left (each step holds less than the last
+                    # and the ready-capacity guard below holds it for ever). The guard still applies to the whole.
+                    out[pool] = 0
+                    continue
                 out[pool] = max(min(now, target), now - policy.max_scale_down_step * unit(pool))
                 if out[pool] > want:
                     holds.append(DownWindow(pool, now, out[pool], want, policy.scale_down_window_seconds, what))

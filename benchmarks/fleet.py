@@ -33,7 +33,7 @@ from kilowatt.twin.workload import read_prices  # noqa: E402
 DATA = REPO.parent / "shared" / "data"
 SCENARIO = REPO / "benchmarks" / "scenarios" / "fleet"
 START = datetime(2024, 7, 16, tzinfo=timezone.utc)
-POLICIES = "kilowatt,kilowatt-alone,kilowatt-engine,hpa-cheapest,static-peak,keda,lower-bound"
+POLICIES = "kilowatt,kilowatt-alone,kilowatt-analytic,hpa-cheapest,static-peak,keda,lower-bound"
 
 
 def verdict(policies: list[dict]) -> dict:

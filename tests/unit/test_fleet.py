@@ -136,7 +136,7 @@ def _global_versus_alone(pools, services, compared: list[int]) -> None:
 def test_the_global_plan_costs_no_more_than_each_service_alone_in_the_twin(scenario):
     """Three chat services whose traffic the owned RTX 4090 pool cannot all take (the rest goes to rented L40S):
     planned together, kilowatt shares the cheap pool at least as well as three planners each taking what the others
-    left, at no lower SLO attainment. Both plan on the engine's SLO capacity (the twin's truth: on the analytic
+    left, at no lower SLO attainment. Both plan on the engine's SLO capacity, as the operator does (on the analytic
     model both miss the SLO alike, issue 12), the same model for all three so its curves are measured once."""
     pools, services = scenario
     pools = [p for p in pools if p.name in ("rtx4090", "l40s")]
@@ -145,8 +145,8 @@ def test_the_global_plan_costs_no_more_than_each_service_alone_in_the_twin(scena
     members = [Member(base.model_copy(update={"metadata": base.metadata.model_copy(update={"name": f"chat-{i}"})}),
                       shaped(conv, None, 1.0, duration_s=900.0, seed=i)) for i in range(3)]
     curves = CurveBook()
-    together = run_fleet_policy("kilowatt-engine", members, pools, {}, START, curves=curves)
-    alone = run_fleet_policy("kilowatt-alone-engine", members, pools, {}, START, curves=curves)
+    together = run_fleet_policy("kilowatt", members, pools, {}, START, curves=curves)
+    alone = run_fleet_policy("kilowatt-alone", members, pools, {}, START, curves=curves)
     assert together.slo_attainment >= 0.99
     assert together.slo_attainment >= alone.slo_attainment - 0.002
     assert together.cost_usd <= alone.cost_usd

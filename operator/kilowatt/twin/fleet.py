@@ -6,11 +6,11 @@ serving nor paid for, as on the cluster — and the fleet pays owned pools' hard
 policy decides once per control period for every service:
 
 - ``kilowatt``: the operator's Decider over all services at once — one global plan, as ``kilowatt run`` makes it;
-- ``kilowatt-engine``: the same, planning on the engine-measured SLO capacity instead of the operator's corrected
-  analytic model (what switching kilowatt.decide.OPERATOR_ENGINE_CAPACITY on would do);
+- ``kilowatt-analytic``: the same, planning on the analytic model corrected online instead of the engine-measured
+  SLO capacity the operator plans on (kilowatt.decide.OPERATOR_ENGINE_CAPACITY off: the operator before issue 12);
 - ``kilowatt-alone``: one Decider per service, each planning as if it were the only one on the GPUs the others
   leave it (what running kilowatt's planner per model, beside each other, would do), in turn;
-  ``kilowatt-alone-engine`` the same on the engine's SLO capacity;
+  ``kilowatt-alone-analytic`` the same on the corrected analytic model;
 - ``lower-bound``: each period's true arrivals of every service, no start-up delay, one global plan;
 - every single-service baseline (``hpa-<pool>``, ``static-peak``, ``melange``, ``keda``) once per service, as a
   team running one autoscaler per model would; ``hpa-cheapest``: each service's HPA on the pool where a replica
@@ -58,7 +58,7 @@ TRACE = "twin.kilowatt.dev/trace"  # per-request CSV (timestamp_s,input_tokens,o
 RATE_CURVE = "twin.kilowatt.dev/rate-curve"  # CSV window_start_s,requests_per_s or a Prometheus range export
 SCALE = "twin.kilowatt.dev/scale"  # x the trace's mean rate
 SHIFT_HOURS = "twin.kilowatt.dev/shift-hours"  # the rate curve, later by this many hours (wrapping round)
-FLEET_POLICIES = ("kilowatt", "kilowatt-engine", "kilowatt-alone", "kilowatt-alone-engine", "lower-bound",
+FLEET_POLICIES = ("kilowatt", "kilowatt-analytic", "kilowatt-alone", "kilowatt-alone-analytic", "lower-bound",
                   "hpa-cheapest",
                   *[p for p in POLICIES if p not in ("kilowatt", "lower-bound")])
 SECONDS_PER_HOUR = 3600.0
@@ -367,12 +367,12 @@ def make_fleet_policy(name: str, period_seconds: float, prices: dict[str, PriceS
                       curves: CurveBook, engine_capacity: bool) -> FleetPolicy:
     if name == "kilowatt":
         return GlobalKilowatt()
-    if name == "kilowatt-engine":  # the global Decider on the engine's SLO capacity (issue 12's switch)
-        return GlobalKilowatt(engine=True)
+    if name == "kilowatt-analytic":  # the global Decider on the corrected analytic model (before issue 12)
+        return GlobalKilowatt(engine=False)
     if name == "kilowatt-alone":
         return AloneKilowatt()
-    if name == "kilowatt-alone-engine":
-        return AloneKilowatt(engine=True)
+    if name == "kilowatt-alone-analytic":
+        return AloneKilowatt(engine=False)
     if name == "lower-bound":
         return FleetLowerBound(period_seconds)
     if name in POLICIES or name.startswith("hpa-"):  # hpa-cheapest: each service's HPA on its cheapest pool

@@ -41,6 +41,10 @@ CURVE_BUDGET_SECONDS = 1.0
 # The share of the control period the operator spends, after a period's writes, measuring the curves that period
 # went without (Decider.catch_up): a figure is then provisional for one period, not for many.
 CURVE_CATCHUP_SHARE = 0.25
+# A fresh Decider's (a started or restarted operator's) first period may measure curves this long: the services it
+# plans already run, and a plan on provisional figures would move them (and reweight their routes) only for the
+# next period, on measured curves, to move them back.
+CURVE_FIRST_PERIOD_SECONDS = 10.0
 # The seasonal forecast looks this far past the longest replica start-up: capacity asked for now serves then.
 FORECAST_BEYOND_STARTUP_SECONDS = 300.0
 # A tensor-parallel degree that just changed on a pool is held this long: no change back within the hour.
@@ -171,6 +175,8 @@ class Decider:
     # comes to run, it is not held (a later period, on measured curves, may change it at once).
     _provisional_degrees: dict[tuple[str, str], int] = field(default_factory=dict)
     _learned_at: dict[str, float] = field(default_factory=dict)  # service -> when its latency was last read
+    first_period_curve_seconds: float = CURVE_FIRST_PERIOD_SECONDS
+    _periods: int = 0  # periods decided since this Decider was made
 
     def mode(self, svc: InferenceService) -> ScalingMode:
         return svc.spec.scaling.mode if "mode" in svc.spec.scaling.model_fields_set else self.default_mode
@@ -197,7 +203,8 @@ class Decider:
     ) -> PeriodDecisions:
         """``pool_states``: every pool with the GPUs kilowatt may use now and its price; ``metrics_error``: why
         the metric source could not be read at all this period, if it could not."""
-        self.capacity.new_period()
+        self.capacity.new_period(self.first_period_curve_seconds if self._periods == 0 else None)
+        self._periods += 1
         planned: list[tuple[ServiceInput, ServiceState]] = []
         out = PeriodDecisions()
         held: list[ServiceInput] = []

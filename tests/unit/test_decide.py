@@ -3,6 +3,7 @@ degree never asks a pool for more GPUs than it has, and the degree is not rebuil
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -96,7 +97,7 @@ def test_a_degree_chosen_on_provisional_figures_is_not_held():
     obs = ServiceObservation(12.0, 1155.0, 211.0, None, None, None)
 
     def run(budget_seconds: float) -> tuple[Decider, str, int]:
-        decider = Decider()
+        decider = Decider(first_period_curve_seconds=0.0)  # not even a fresh operator's first-period budget
         decider.capacity.measure_budget_seconds = budget_seconds
         d = decider.decide(at, 0.0, [ServiceInput.of(svc, {}, obs)], by_name, states).decisions[svc.key]
         pool, k = next((p, d.tensor_parallel[p]) for p, n in d.desired.items() if n > 0)
@@ -110,3 +111,28 @@ def test_a_degree_chosen_on_provisional_figures_is_not_held():
         after = ServiceInput.of(svc, {pool: CurrentPlacement(2, k, 2)}, obs)
         assert decider._degrees_held(before, 0.0) == ()  # the first degree seen
         assert decider._degrees_held(after, 600.0) == (() if provisional else (pool,))
+
+
+def test_a_fresh_deciders_first_period_measures_what_a_later_one_would_plan_on():
+    """A (re)started operator's first period plans services that already run: it measures their curves beyond the
+    per-period budget (``first_period_curve_seconds``, CURVE_FIRST_PERIOD_SECONDS by default; unbounded here so
+    the test does not depend on this machine's speed), so it does not move them on provisional figures only for
+    the next period to move them back; later periods keep to the budget."""
+    pools, services = load_objects([EXAMPLES])
+    svc = services[0]
+    by_name = {p.name: p for p in pools}
+    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    at = datetime(2024, 7, 16, 7, tzinfo=timezone.utc)
+    obs = ServiceObservation(12.0, 1155.0, 211.0, None, None, None)
+    current = {"h100": CurrentPlacement(1, 1, 1)}
+    fresh = Decider(first_period_curve_seconds=math.inf)
+    fresh.capacity.measure_budget_seconds = 0.0  # later periods: nothing new measured
+    first = fresh.decide(at, 0.0, [ServiceInput.of(svc, current, obs)], by_name, states).decisions[svc.key]
+    assert fresh.capacity.provisional == 0 and fresh.capacity.curves.measured > 0
+    # A restarted operator (another fresh Decider) decides the same on the same inputs.
+    again = Decider(first_period_curve_seconds=math.inf)
+    again.capacity.measure_budget_seconds = 0.0
+    assert again.decide(at, 0.0, [ServiceInput.of(svc, current, obs)], by_name, states).decisions[svc.key] == first
+    other = ServiceObservation(12.0, 3000.0, 600.0, None, None, None)  # a mix not measured yet, after the first
+    fresh.decide(at, 60.0, [ServiceInput.of(svc, current, other)], by_name, states)
+    assert fresh.capacity.provisional > 0

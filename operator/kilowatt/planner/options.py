@@ -76,6 +76,7 @@ class CapacityTable:
         # figure is the analytic model's, provisional (not remembered), until a later period has measured it. An
         # operator's first period at 1,000 services thus plans on the analytic model and converges over periods.
         self.measure_budget_seconds = measure_budget_seconds
+        self._period_budget_seconds: float | None = None  # this period's, when new_period was given one
         self.measure_spent_seconds = 0.0
         self.provisional = 0  # figures given from the analytic model this period for want of budget
         self.provisional_services: set[str] = set()  # the services those figures were for (this period)
@@ -91,8 +92,10 @@ class CapacityTable:
         self._by_service.clear()
         self._options.clear()
 
-    def new_period(self) -> None:
-        """A planning period starts: its curve-measuring budget is whole again, its options are found afresh."""
+    def new_period(self, budget_seconds: float | None = None) -> None:
+        """A planning period starts: its curve-measuring budget is whole again (at least ``budget_seconds`` for
+        this period alone, if given), its options are found afresh."""
+        self._period_budget_seconds = budget_seconds
         self.measure_spent_seconds = 0.0
         self.provisional = 0
         self.provisional_services.clear()
@@ -122,7 +125,8 @@ class CapacityTable:
     def _may_measure(self, times: EngineTimes, mix: TokenMix) -> bool:
         if self.measure_budget_seconds is None or self.curves.has(times, mix):
             return True
-        if self.measure_spent_seconds < self.measure_budget_seconds:
+        budget = max(self.measure_budget_seconds, self._period_budget_seconds or 0.0)
+        if self.measure_spent_seconds < budget:
             return True
         if len(self._pending) < self.limit:
             self._pending[(times, mix)] = None

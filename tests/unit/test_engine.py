@@ -275,3 +275,28 @@ def test_a_curve_between_grid_points_is_read_at_the_same_share_of_saturation() -
     assert 0 < within < saturation == curve.saturation_rps
     ttft, tpot = book.latency(times, mix, within, 95.0)
     assert ttft <= 1.0 + 1e-9 and tpot <= 0.05 + 1e-9
+
+
+def test_a_running_service_is_not_moved_on_unmeasured_figures() -> None:
+    """Past the period's budget, a service that runs keeps an analytic (provisional) figure only where it runs, at
+    the degree it runs at; elsewhere it has no option until the curve is measured. A service that runs nowhere plans
+    on the provisional figures (it has to start somewhere)."""
+    from dataclasses import replace
+
+    from kilowatt.performance.capacity import TokenMix
+    from kilowatt.planner.options import CapacityTable
+    from kilowatt.planner.snapshot import CurrentPlacement
+
+    mix = TokenMix(1200.0, 200.0, _spread_quantiles(1200.0, 0.5), _spread_quantiles(200.0, 0.3))
+    cold, pool = _service(LLAMA_8B, mix), _pool("RTX-4090")
+    running = replace(cold, current=((pool.name, CurrentPlacement(2, 1, 2)),))
+    table = CapacityTable(engine=True, measure_budget_seconds=0.0)
+    table.new_period()
+    analytic = CapacityTable(engine=False)
+    assert table.replica(cold, pool, 2) == analytic.replica(cold, pool, 2) != (0.0, 0.0)
+    assert table.replica(running, pool, 1) == analytic.replica(running, pool, 1) != (0.0, 0.0)  # where it runs
+    assert table.replica(running, pool, 2) == (0.0, 0.0)  # another degree: a rollout on unmeasured figures
+    assert table.provisional == 3 and table.curves.measured == 0
+    table.catch_up(60.0)
+    table.new_period()
+    assert table.replica(running, pool, 2) == CapacityTable(engine=True).replica(running, pool, 2) != (0.0, 0.0)

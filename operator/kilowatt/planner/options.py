@@ -187,6 +187,12 @@ class CapacityTable:
             if self.engine:  # provisional: a later period measures it on the engine
                 self.provisional += 1
                 self.provisional_services.add(service.key)
+                running = service.current_on(pool.name)
+                if any(c.replicas > 0 for _, c in service.current) and (
+                        running is None or running.replicas <= 0 or running.tensor_parallel != tensor_parallel):
+                    # A service that runs is not moved on unmeasured figures: a pool or degree it does not run
+                    # on is no option until its curve is measured (at the latest after this period's writes).
+                    return 0.0, 0.0
                 return found
         table[key] = found
         return found

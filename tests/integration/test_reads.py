@@ -118,6 +118,10 @@ def test_a_period_reading_from_watches_lists_nothing_and_sees_its_own_writes_at_
                           namespaces=(NS,))
     source = StaticSource(_observations(3.0))
     loop = ControlLoop(core, apps, custom, source, LoopConfig(namespaces=(NS,)), Telemetry(), reads=informers)
+    # Capacity curves measured whenever a period needs them (as in the twin): this test is about what periods read
+    # and write, not about which curves this machine measures within a period's budget (run_once has no time
+    # between periods to catch up in; tests/unit/test_decide.py covers the budget).
+    loop.decider.capacity.measure_budget_seconds = None
     try:
         wait_for(lambda: len(informers.objects("services")) == 3, 20, what="the three services watched")
         assert informers.objects("deployments") is not None  # listed once (none of ours yet) ...
@@ -138,9 +142,9 @@ def test_a_period_reading_from_watches_lists_nothing_and_sees_its_own_writes_at_
         assert second.desired == first.desired
         assert counting.lists()[lists_before:] == []  # nothing listed: every object came from the watches
 
-        source.observations = _observations(9.0)  # the load triples: the next period scales from the copy
+        source.observations = _observations(60.0)  # the load grows 20x: the next period scales from the copy
         third = loop.run_once(datetime.now(timezone.utc))
-        assert third.decisions, "tripled load changed no placement"
+        assert third.decisions, "a 20x load changed no placement"
         grown = 0
         for key, desired in third.desired.items():
             name = key.split("/")[1]

@@ -131,8 +131,8 @@ def test_a_scale_down_waits_out_the_window_as_a_typed_hold():
     pools, svc = _objects()
     states = {name: pool_state(p, p.spec.max_gpus) for name, p in pools.items()}
     decider = Decider()
-    busy = ServiceObservation(30.0, 800.0, 200.0, 0.2, 0.03, 0.99)
-    quiet = ServiceObservation(2.0, 800.0, 200.0, 0.2, 0.03, 0.99)
+    busy = ServiceObservation(15.0, 800.0, 200.0, 0.2, 0.03, 0.99)  # within one step up (8 replicas)
+    quiet = ServiceObservation(0.5, 800.0, 200.0, 0.2, 0.03, 0.99)
     first = decider.decide(T0, 0.0, [ServiceInput.of(svc, {}, busy)], pools, states).decisions[svc.key]
     running = {p: CurrentPlacement(n, first.tensor_parallel[p], n) for p, n in first.desired.items() if n > 0}
     later = decider.decide(T0 + timedelta(seconds=15), 15.0, [ServiceInput.of(svc, running, quiet)], pools,

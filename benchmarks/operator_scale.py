@@ -2,10 +2,15 @@
 real kube-apiserver + etcd (scripts/setup.sh builds them). Metrics come from the static source (every
 service at a steady load), so the figures are the operator's own: list, plan, stabilise, apply, report.
 
-Periods: "first" (every Deployment, Service, event and status created); "quiet" (the same load right after:
+Periods: "first" (every Deployment, Service, event and status created, on a fresh install); "warming" (the same
+load for a few periods, each measuring capacity curves for up to its budget while the fleet's are not all measured,
+then "left" seconds measuring the rest at once); "quiet" (the same load right after:
 nothing due, not even the 30-s refresh of drifting status figures); "changing" (every service's load jumps, so
 every placement changes); "steady" (the same load once the changes have settled: drifting figures' status
 refreshes fall due in it).
+
+Between periods the capacity curves a period had no budget for are measured, as `run_if_due` does in the idle
+time after a period's writes (not counted in the period's time).
 
 Reconcile latency: after a load change the next period applies the new Deployments, so the latency is one
 control period (15 s by default) plus the period's own run time measured here.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import sys
@@ -28,6 +34,7 @@ from pathlib import Path
 from kubernetes import client
 
 from kilowatt.controller.loop import WRITE_CONCURRENCY, ControlLoop, LoopConfig
+from kilowatt.decide import CURVE_CATCHUP_SHARE
 from kilowatt.controller.reads import Informers
 from kilowatt.controller.telemetry import Telemetry
 from kilowatt.metrics.source import Observations, ServiceObservation
@@ -104,10 +111,21 @@ def measure(n_services: int, n_pools: int, periods: int, reads_from: str = "watc
             CountingApi.calls = 0
             started = time.perf_counter()
             report = loop.run_once(datetime.now(timezone.utc))
+            elapsed = time.perf_counter() - started
             assert not report.errors, report.errors
-            return time.perf_counter() - started, report.planner_seconds, CountingApi.calls, len(report.decisions)
+            # As run_if_due does after a period's writes, in the idle time before the next (not timed here): the
+            # capacity curves this period had no budget for are measured.
+            loop.decider.catch_up(loop.config.period_seconds * CURVE_CATCHUP_SHARE)
+            return elapsed, report.planner_seconds, CountingApi.calls, len(report.decisions)
 
         first = period(1.0)
+        # Warming: the first minutes, while the periods (1 s each, CURVE_BUDGET_SECONDS) and the idle time after
+        # them measure the capacity curves of the fleet's kinds of service; then whatever is left, all at once.
+        warming = [period(1.0) for _ in range(periods)]
+        started = time.perf_counter()
+        loop.decider.catch_up(math.inf)
+        rest = time.perf_counter() - started
+        curves = loop.decider.capacity.curves.measured
         # Quiet: the same load at once, nothing due (no drifting figure's 30-s status refresh yet): the period's own
         # work with no write to wait for.
         quiet = [period(1.0) for _ in range(periods)]
@@ -121,7 +139,8 @@ def measure(n_services: int, n_pools: int, periods: int, reads_from: str = "watc
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         loop.close()
         med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
-        return {"first": first[0], "quiet": med(quiet, 0), "quiet_calls": med(quiet, 2),
+        return {"first": first[0], "warming": med(warming, 0), "warming_calls": med(warming, 2),
+                "curves": curves, "curves_left_seconds": rest, "quiet": med(quiet, 0), "quiet_calls": med(quiet, 2),
                 "changing": med(changing, 0), "changing_calls": med(changing, 2),
                 "steady": med(steady, 0), "steady_calls": med(steady, 2), "planner": med(steady, 1),
                 "rss_mb": rss_mb}
@@ -137,15 +156,18 @@ def main() -> int:
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
     rows = []
-    print(f"{'services':>8} {'pools':>5} {'first s':>8} {'quiet s':>8} {'API calls':>9} {'changing s':>12} "
+    print(f"{'services':>8} {'pools':>5} {'first s':>8} {'warming s':>9} {'curves':>6} {'left s':>6} {'quiet s':>8} {'API calls':>9} {'changing s':>12} "
           f"{'API calls':>9} {'steady s':>9} {'API calls':>9} {'planner s':>9} {'peak RSS MB':>11}")
     for n in (int(x) for x in args.services.split(",")):
         r = measure(n, args.pools, args.periods, args.reads)
-        print(f"{n:8d} {args.pools:5d} {r['first']:8.2f} {r['quiet']:8.2f} {r['quiet_calls']:9.0f} "
+        print(f"{n:8d} {args.pools:5d} {r['first']:8.2f} {r['warming']:9.2f} {r['curves']:6d} "
+              f"{r['curves_left_seconds']:6.1f} {r['quiet']:8.2f} {r['quiet_calls']:9.0f} "
               f"{r['changing']:12.2f} {r['changing_calls']:9.0f} "
               f"{r['steady']:9.2f} {r['steady_calls']:9.0f} {r['planner']:9.2f} {r['rss_mb']:11.0f}", flush=True)
         rows.append({"services": n, "pools": args.pools, "firstSeconds": round(r["first"], 3),
                      "changingSeconds": round(r["changing"], 3), "steadySeconds": round(r["steady"], 3),
+                     "warmingSeconds": round(r["warming"], 3), "warmingApiCalls": r["warming_calls"],
+                     "curvesMeasured": r["curves"], "curvesLeftSeconds": round(r["curves_left_seconds"], 1),
                      "quietSeconds": round(r["quiet"], 3), "quietApiCalls": r["quiet_calls"],
                      "peakRssMb": round(r["rss_mb"], 1), "changingApiCalls": r["changing_calls"],
                      "steadyApiCalls": r["steady_calls"], "plannerSeconds": round(r["planner"], 3),

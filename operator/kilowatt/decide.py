@@ -41,9 +41,9 @@ CURVE_BUDGET_SECONDS = 1.0
 # The share of the control period the operator spends, after a period's writes, measuring the curves that period
 # went without (Decider.catch_up): a figure is then provisional for one period, not for many.
 CURVE_CATCHUP_SHARE = 0.25
-# A fresh Decider's (a started or restarted operator's) first period may measure curves this long: the services it
-# plans already run, and a plan on provisional figures would move them (and reweight their routes) only for the
-# next period, on measured curves, to move them back.
+# A fresh Decider's (a restarted operator's) first period, when services already run, may measure curves this
+# long: a plan on provisional figures would move them (and reweight their routes) only for the next period, on
+# measured curves, to move them back. Where nothing runs yet (a fresh install) the period keeps to the budget.
 CURVE_FIRST_PERIOD_SECONDS = 10.0
 # The seasonal forecast looks this far past the longest replica start-up: capacity asked for now serves then.
 FORECAST_BEYOND_STARTUP_SECONDS = 300.0
@@ -203,7 +203,9 @@ class Decider:
     ) -> PeriodDecisions:
         """``pool_states``: every pool with the GPUs kilowatt may use now and its price; ``metrics_error``: why
         the metric source could not be read at all this period, if it could not."""
-        self.capacity.new_period(self.first_period_curve_seconds if self._periods == 0 else None)
+        # A restarted operator's first period: what runs is measured beyond the budget (a fresh cluster's is not).
+        restarted = self._periods == 0 and any(item.running_replicas > 0 for item in services)
+        self.capacity.new_period(self.first_period_curve_seconds if restarted else None)
         self._periods += 1
         planned: list[tuple[ServiceInput, ServiceState]] = []
         out = PeriodDecisions()

@@ -114,7 +114,7 @@ def test_a_degree_chosen_on_provisional_figures_is_not_held():
 
 
 def test_a_fresh_deciders_first_period_measures_what_a_later_one_would_plan_on():
-    """A (re)started operator's first period plans services that already run: it measures their curves beyond the
+    """A restarted operator's first period plans services that already run: it measures their curves beyond the
     per-period budget (``first_period_curve_seconds``, CURVE_FIRST_PERIOD_SECONDS by default; unbounded here so
     the test does not depend on this machine's speed), so it does not move them on provisional figures only for
     the next period to move them back; later periods keep to the budget."""
@@ -136,3 +136,8 @@ def test_a_fresh_deciders_first_period_measures_what_a_later_one_would_plan_on()
     other = ServiceObservation(12.0, 3000.0, 600.0, None, None, None)  # a mix not measured yet, after the first
     fresh.decide(at, 60.0, [ServiceInput.of(svc, current, other)], by_name, states)
     assert fresh.capacity.provisional > 0
+    # A fresh install (nothing runs yet) has nothing to move: its first period keeps to the per-period budget.
+    install = Decider(first_period_curve_seconds=math.inf)
+    install.capacity.measure_budget_seconds = 0.0
+    install.decide(at, 0.0, [ServiceInput.of(svc, {}, obs)], by_name, states)
+    assert install.capacity.provisional > 0 and install.capacity.curves.measured == 0

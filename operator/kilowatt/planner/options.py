@@ -84,12 +84,19 @@ class CapacityTable:
         # between periods (catch_up), so the next period plans on them.
         self._pending: dict[tuple[EngineTimes, TokenMix], None] = {}
         self._by_service: dict[tuple, dict[tuple, tuple[float, float]]] = {}
+        # The analytic model's figures by (id of a _by_service table, its key): provisional figures, asked for by
+        # every service of a kind each period until the curve is measured. A table's id is only reused after it
+        # is dropped, and both are cleared together.
+        self._analytic_figures: dict[tuple, tuple[float, float]] = {}
+        self._provisional_now: dict[tuple, tuple[float, float]] = {}  # those given as provisional this period
         # One period's candidate options per kind of service (options_for): many services share a model, an SLO
         # and a length mix, and differ only in name, demand and what runs where. Forgotten when a period starts.
         self._options: dict[tuple, tuple[tuple[PoolState, ...], list[tuple[PoolState, list[Option]]]]] = {}
 
     def clear(self) -> None:
         self._by_service.clear()
+        self._analytic_figures.clear()
+        self._provisional_now.clear()
         self._options.clear()
 
     def new_period(self, budget_seconds: float | None = None) -> None:
@@ -99,6 +106,7 @@ class CapacityTable:
         self.measure_spent_seconds = 0.0
         self.provisional = 0
         self.provisional_services.clear()
+        self._provisional_now.clear()
         self._options.clear()
 
     def candidates(self, service: ServiceState, pools: tuple[PoolState, ...], at: datetime
@@ -162,6 +170,8 @@ class CapacityTable:
         if table is None:
             if len(self._by_service) >= self.limit:
                 self._by_service.clear()
+                self._analytic_figures.clear()
+                self._provisional_now.clear()
             table = self._by_service[key] = {}
         return table
 
@@ -176,6 +186,10 @@ class CapacityTable:
         found = table.get(key)
         if found is not None:
             return found
+        analytic_key = (id(table), key)
+        found = self._provisional_now.get(analytic_key)
+        if found is not None:  # provisional earlier this period: the budget it lacked is still spent
+            return self._provisional(service, pool, tensor_parallel, found)
         model = CapacityModel(service.shape, pool.gpu, tensor_parallel, self.calibration).corrected(*factors)
         if not model.fits():
             found = (0.0, 0.0)
@@ -183,19 +197,30 @@ class CapacityTable:
             found = self._measured(self.curves.capacity, EngineTimes.of(model), service.mix, service.ttft_seconds,
                                    service.tpot_seconds, service.percentile, model.ttft_factor, model.tpot_factor)
         else:
-            found = _analytic(model, service)
+            # The analytic figure for this key, worked out once: provisional figures are not remembered in the
+            # table (a later period measures them), but every service of this kind asks for them every period.
+            found = self._analytic_figures.get(analytic_key)
+            if found is None:
+                if len(self._analytic_figures) >= self.limit:
+                    self._analytic_figures.clear()
+                found = self._analytic_figures[analytic_key] = _analytic(model, service)
             if self.engine:  # provisional: a later period measures it on the engine
-                self.provisional += 1
-                self.provisional_services.add(service.key)
-                running = service.current_on(pool.name)
-                if any(c.replicas > 0 for _, c in service.current) and (
-                        running is None or running.replicas <= 0 or running.tensor_parallel != tensor_parallel):
-                    # A service that runs is not moved on unmeasured figures: a pool or degree it does not run
-                    # on is no option until its curve is measured (at the latest after this period's writes).
-                    return 0.0, 0.0
-                return found
+                self._provisional_now[analytic_key] = found
+                return self._provisional(service, pool, tensor_parallel, found)
         table[key] = found
         return found
+
+    def _provisional(self, service: ServiceState, pool: PoolState, tensor_parallel: int,
+                     analytic: tuple[float, float]) -> tuple[float, float]:
+        self.provisional += 1
+        self.provisional_services.add(service.key)
+        running = service.current_on(pool.name)
+        if any(c.replicas > 0 for _, c in service.current) and (
+                running is None or running.replicas <= 0 or running.tensor_parallel != tensor_parallel):
+            # A service that runs is not moved on unmeasured figures: a pool or degree it does not run on is no
+            # option until its curve is measured (at the latest after this period's writes).
+            return 0.0, 0.0
+        return analytic
 
     def latency(self, service: ServiceState, pool: PoolState, tensor_parallel: int, load_rps: float
                 ) -> tuple[float, float]:

@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import statistics
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,9 @@ def degrees(shape: ModelShape, gpu: str) -> list[int]:
 
 
 def main() -> int:
+    # Timed from cold: curves kept on disk by earlier runs (kilowatt.performance.slo_capacity.CurveStore) would
+    # hide what measuring them costs. KILOWATT_CURVE_CACHE=<dir> to time a warm store.
+    os.environ.setdefault("KILOWATT_CURVE_CACHE", "off")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(HERE / "results" / "capacity_consistency.json"))
     parser.add_argument("--requests", type=int, default=4000)

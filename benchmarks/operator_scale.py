@@ -26,6 +26,7 @@ import json
 import math
 import resource
 import statistics
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -147,6 +148,9 @@ def measure(n_services: int, n_pools: int, periods: int, reads_from: str = "watc
 
 
 def main() -> int:
+    # Timed from cold: curves kept on disk by earlier runs (kilowatt.performance.slo_capacity.CurveStore) would
+    # hide what measuring them costs. KILOWATT_CURVE_CACHE=<dir> to time a warm store.
+    os.environ.setdefault("KILOWATT_CURVE_CACHE", "off")
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", default="10,100,1000")
     parser.add_argument("--pools", type=int, default=5)

@@ -300,3 +300,60 @@ def test_a_running_service_is_not_moved_on_unmeasured_figures() -> None:
     table.catch_up(60.0)
     table.new_period()
     assert table.replica(running, pool, 2) == CapacityTable(engine=True).replica(running, pool, 2) != (0.0, 0.0)
+
+
+def test_curves_kept_on_disk_are_read_back_exactly_and_a_store_that_cannot_be_written_loses_nothing(
+        tmp_path, caplog) -> None:
+    """A curve measured by one book is read back by another (another process, a restarted operator) as it was
+    measured, not measured again; a store whose directory cannot be written warns once and the curve is still
+    measured."""
+    from kilowatt.performance.capacity import TokenMix
+    from kilowatt.performance.slo_capacity import CurveBook, CurveStore, latency_curve
+
+    times = _times("RTX-4090", 1)
+    mix = TokenMix(600.0, 150.0, _spread_quantiles(600.0, 0.8), _spread_quantiles(150.0, 0.5))
+    first = CurveBook(store=CurveStore(tmp_path))
+    measured = first.curve(times, mix)
+    assert first.store.read == 0 and list((tmp_path).rglob("*.json"))
+    second = CurveBook(store=CurveStore(tmp_path))
+    assert second.curve(times, mix) == measured == latency_curve(times, mix)
+    assert second.store.read == 1
+    # Another mix is not answered by this one's file.
+    other = TokenMix(900.0, 150.0, mix.input_quantiles, mix.output_quantiles)
+    assert second.store.get(times, other) is None
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    book = CurveBook(store=CurveStore(blocked))
+    assert book.curve(times, mix) == measured
+    assert "not kept on disk" in caplog.text
+
+
+def test_a_cold_start_measures_the_option_it_is_likeliest_to_pick_first() -> None:
+    """With budget for one curve, a service that runs nowhere measures its cheapest option per req/s on the
+    analytic model (the one a plan on provisional figures would start), not whichever pool comes first."""
+    from datetime import datetime, timezone
+
+    from kilowatt.performance.capacity import TokenMix
+    from kilowatt.planner.options import CapacityTable
+    from kilowatt.planner.snapshot import ServiceState
+    from kilowatt.state import load_objects, pool_state
+    from tests.paths import EXAMPLES
+
+    pools, _ = load_objects([EXAMPLES])
+    states = tuple(pool_state(p, p.spec.max_gpus) for p in pools)
+    at = datetime(2024, 7, 16, 3, tzinfo=timezone.utc)
+    mix = TokenMix(1155.0, 211.0, _spread_quantiles(1155.0, 0.8), _spread_quantiles(211.0, 0.5))
+    service = ServiceState("t/m", LLAMA_8B, 0.5, 0.05, 95.0, mix=mix)
+    analytic = [o for _, options in CapacityTable(engine=False).candidates(service, states, at) for o in options]
+    assert len({o.pool.name for o in analytic}) == 2
+    cheapest = min(analytic, key=lambda o: o.usd_per_rps_hour)
+
+    def times(o) -> EngineTimes:
+        return EngineTimes.of(CapacityModel(LLAMA_8B, o.pool.gpu, o.tensor_parallel, default_calibration()))
+
+    table = CapacityTable(engine=True, measure_budget_seconds=1e-9)  # room for the first curve only
+    table.new_period()
+    table.candidates(service, states, at)
+    measured = [o for o in analytic if table.curves.has(times(o), mix)]
+    assert measured == [cheapest]

@@ -21,8 +21,16 @@ curves.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
+import os
+import tempfile
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
 import numpy as np
 
 from kilowatt.performance.capacity import TokenMix
@@ -78,6 +86,85 @@ class LatencyCurve:
                 share = slack[i - 1] / (slack[i - 1] - slack[i])
                 return rates[i - 1] + share * (rates[i] - rates[i - 1])
         return rates[-1]
+
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _engine_version() -> str:
+    """What a curve is a function of besides its arguments: the engine's, the length sampler's and this module's
+    source and numpy's random streams. Any change to them starts a fresh store."""
+    from kilowatt.performance import engine, lengths
+
+    digest = hashlib.sha256(np.__version__.encode())
+    for module in (engine, lengths):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class CurveStore:
+    """Measured latency curves on disk: ``latency_curve`` is a pure function of its arguments (seeded draws, a
+    deterministic engine), so a curve measured once on this machine, by any process, is read back instead of
+    measured again — a restarted operator, the next ``kilowatt simulate``, the test suite. Results never depend
+    on what the store holds: it memoises the measurement, not the CurveBook's choice of which mix to measure.
+
+    ``KILOWATT_CURVE_CACHE``: the directory (default ``$XDG_CACHE_HOME/kilowatt/curves``, else
+    ``~/.cache/kilowatt/curves``); ``off`` turns the store off. Keyed by the engine's version (``_engine_version``),
+    so a change to the engine never reads a stale curve. A directory that cannot be written is used read-only,
+    with one warning."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root) / _engine_version()
+        self.read = 0  # curves read back instead of measured
+        self._writable = True
+
+    @classmethod
+    def default(cls) -> CurveStore | None:
+        where = os.environ.get("KILOWATT_CURVE_CACHE", "")
+        if where.lower() == "off":
+            return None
+        if not where:
+            base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            where = str(Path(base) / "kilowatt" / "curves")
+        return cls(Path(where))
+
+    @staticmethod
+    def _key(times: EngineTimes, mix: TokenMix, requests: int, seed: int) -> str:
+        return hashlib.sha256(repr((times, mix, requests, seed, RATE_FRACTIONS, PERCENTILES,
+                                    WARMUP_SHARE)).encode()).hexdigest()
+
+    def get(self, times: EngineTimes, mix: TokenMix, requests: int = REQUESTS, seed: int = SEED
+            ) -> LatencyCurve | None:
+        path = self.root / f"{self._key(times, mix, requests, seed)}.json"
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            curve = LatencyCurve(float(raw["saturationRps"]), tuple(raw["ratesRps"]),
+                                 tuple(map(tuple, raw["ttftSeconds"])), tuple(map(tuple, raw["tpotSeconds"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # not there, or unreadable (a torn or foreign file): measured again and rewritten
+        self.read += 1
+        return curve
+
+    def put(self, times: EngineTimes, mix: TokenMix, curve: LatencyCurve, requests: int = REQUESTS,
+            seed: int = SEED) -> None:
+        if not self._writable:
+            return
+        body = json.dumps({"saturationRps": curve.saturation_rps, "ratesRps": list(curve.rates_rps),
+                           "ttftSeconds": [list(r) for r in curve.ttft_s],
+                           "tpotSeconds": [list(r) for r in curve.tpot_s]})
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            # Written aside and renamed: a reader never sees half a curve, two writers of one key agree.
+            with tempfile.NamedTemporaryFile("w", dir=self.root, suffix=".tmp", delete=False,
+                                             encoding="utf-8") as f:
+                f.write(body)
+            os.replace(f.name, self.root / f"{self._key(times, mix, requests, seed)}.json")
+        except OSError as exc:
+            self._writable = False
+            log.warning("latency curves are not kept on disk (%s: %s); set KILOWATT_CURVE_CACHE to a writable "
+                        "directory, or to off", self.root, exc)
 
 
 def _serve(times: EngineTimes, arrival: np.ndarray, inputs: np.ndarray, outputs: np.ndarray) -> Ledger:
@@ -185,8 +272,11 @@ class CurveBook:
     operator's Decider, a twin run and its policies, a benchmark), never a module global. Bounded: cleared when
     it holds ``limit`` curves."""
 
-    def __init__(self, limit: int = 2000, grid: bool = True) -> None:
+    def __init__(self, limit: int = 2000, grid: bool = True, store: CurveStore | None | str = "default") -> None:
         self.limit = limit
+        # Where measured curves are kept across processes (CurveStore; "default": CurveStore.default(), which the
+        # KILOWATT_CURVE_CACHE variable can turn off; None: measure everything here).
+        self.store = CurveStore.default() if store == "default" else store
         # grid False: every mix measured as it is (no mean grid, shapes matched exactly): for one fixed mix (the
         # lower bound's whole trace), where interpolating across a capacity cliff (a prompt length whose TTFT
         # crosses the SLO between two grid points) would overstate capacity.
@@ -194,7 +284,7 @@ class CurveBook:
         # (engine constants, mean prompt, mean output) -> [(input shape, output shape, curve)], first measured first
         self._curves: dict[tuple[EngineTimes, float, float], list[tuple[tuple, tuple, LatencyCurve]]] = {}
         self._count = 0
-        self.measured = 0  # curves measured so far (what the cache saved shows in its absence)
+        self.measured = 0  # curves added so far, measured here or read from the store
 
     def curve(self, times: EngineTimes, mix: TokenMix) -> LatencyCurve:
         """The curve for ``mix`` (means exactly; a shape within SHAPE_TOLERANCE of a measured one reuses it)."""
@@ -205,7 +295,11 @@ class CurveBook:
         if key not in self._curves and self._count >= self.limit:
             self._curves.clear()
             self._count = 0
-        curve = latency_curve(times, mix)
+        curve = self.store.get(times, mix) if self.store is not None else None
+        if curve is None:
+            curve = latency_curve(times, mix)
+            if self.store is not None:
+                self.store.put(times, mix, curve)
         self._curves.setdefault(key, []).append((_relative_shape(mix.input_quantiles, mix.input_tokens),
                                                  _relative_shape(mix.output_quantiles, mix.output_tokens), curve))
         self._count += 1

@@ -199,16 +199,54 @@ class CapacityTable:
         else:
             # The analytic figure for this key, worked out once: provisional figures are not remembered in the
             # table (a later period measures them), but every service of this kind asks for them every period.
-            found = self._analytic_figures.get(analytic_key)
-            if found is None:
-                if len(self._analytic_figures) >= self.limit:
-                    self._analytic_figures.clear()
-                found = self._analytic_figures[analytic_key] = _analytic(model, service)
+            found = self._analytic_figure(service, model, analytic_key)
             if self.engine:  # provisional: a later period measures it on the engine
                 self._provisional_now[analytic_key] = found
                 return self._provisional(service, pool, tensor_parallel, found)
         table[key] = found
         return found
+
+    def _analytic_figure(self, service: ServiceState, model: CapacityModel, analytic_key: tuple
+                         ) -> tuple[float, float]:
+        found = self._analytic_figures.get(analytic_key)
+        if found is None:
+            if len(self._analytic_figures) >= self.limit:
+                self._analytic_figures.clear()
+            found = self._analytic_figures[analytic_key] = _analytic(model, service)
+        return found
+
+    def measure_first(self, service: ServiceState, pools: tuple[PoolState, ...], at: datetime,
+                      table: dict[tuple, tuple[float, float]]) -> None:
+        """Spend what is left of the period's curve budget on ``service``'s unmeasured options in the order the
+        plan is likeliest to want them: where it runs first, then cheapest per req/s on the analytic model. A cold
+        start measures the options it will pick, not whichever pool and degree come first, and the analytic
+        model's optimism (worst on the RTX 4090) is checked before a replica starts on it."""
+        if not self.engine or self.measure_budget_seconds is None or (
+                self.measure_spent_seconds >= max(self.measure_budget_seconds, self._period_budget_seconds or 0.0)):
+            return
+        unmeasured = []
+        for pool in pools:
+            if not service.may_use(pool.name):
+                continue
+            factors = service.correction_on(pool.name)
+            for k in pool.tensor_parallel_degrees:
+                if (pool.gpu, k, factors) in table:
+                    continue
+                model = CapacityModel(service.shape, pool.gpu, k, self.calibration).corrected(*factors)
+                if not model.fits():
+                    continue
+                within, saturation = self._analytic_figure(service, model, (id(table), (pool.gpu, k, factors)))
+                if within < MIN_CAPACITY_RPS:
+                    continue
+                running = service.current_on(pool.name)
+                here = running is not None and running.replicas > 0 and running.tensor_parallel == k
+                cost = pool.economics.marginal_cost(k, within / max(saturation, within), at).objective_usd_per_hour
+                unmeasured.append((not here, cost / within, EngineTimes.of(model)))
+        for _, _, times in sorted(unmeasured, key=lambda u: u[:2]):
+            if not self.curves.has(times, service.mix):
+                if not self._may_measure(times, service.mix):
+                    return
+                self._measured(self.curves.interpolated, times, service.mix)
 
     def _provisional(self, service: ServiceState, pool: PoolState, tensor_parallel: int,
                      analytic: tuple[float, float]) -> tuple[float, float]:
@@ -281,6 +319,7 @@ def _candidates(service: ServiceState, pools: tuple[PoolState, ...], at: datetim
                 ) -> list[tuple[PoolState, list[Option]]]:
     out = []
     table = capacity.table_for(service)
+    capacity.measure_first(service, pools, at, table)
     for pool in pools:
         if not service.may_use(pool.name):
             continue

@@ -28,7 +28,6 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +90,6 @@ class LatencyCurve:
 log = logging.getLogger(__name__)
 
 
-@cache
 def _engine_version() -> str:
     """What a curve is a function of besides its arguments: the engine's, the length sampler's and this module's
     source and numpy's random streams. Any change to them starts a fresh store."""

@@ -114,9 +114,16 @@ class CurveStore:
     with one warning."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root) / _engine_version()
+        self.base = Path(root)
+        self._root: Path | None = None  # base / the engine's version, worked out when a curve is first asked for
         self.read = 0  # curves read back instead of measured
         self._writable = True
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = self.base / _engine_version()
+        return self._root
 
     @classmethod
     def default(cls) -> CurveStore | None:

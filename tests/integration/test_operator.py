@@ -100,6 +100,21 @@ def deployments(apps, namespace, service):
     return {d.metadata.labels["kilowatt.dev/pool"]: d.spec.replicas for d in items}
 
 
+def settled_deployments(apps, namespace, service, periods=4, timeout=90.0):
+    """The service's Deployments once the same replicas have stood for `periods` polls a period apart: a new
+    service's first placement rests on provisional capacity figures (its curves not measured yet) and may move
+    the next period, which a test of something else must not mistake for its own effect."""
+    seen: list[dict] = []
+
+    def same_for_a_while():
+        seen.append(deployments(apps, namespace, service))
+        recent = seen[-periods:]
+        return len(recent) == periods and recent[0] and all(r == recent[0] for r in recent) and recent[0]
+
+    return wait_for(same_for_a_while, timeout, interval=1.0,
+                    what=lambda: f"{namespace}/{service} placed and settled: last {seen[-periods:]}")
+
+
 def status(custom, namespace, name):
     return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferenceservices", name).get("status", {})
 
@@ -281,8 +296,8 @@ def test_a_template_change_rolls_out_without_a_scale_event(operator, cluster):
     _, apps, custom = cluster
     create(custom, service_body("team-b", "roll", template={"spec": {"containers": [{
         "name": "vllm", "image": "vllm/vllm-openai:v0.10.0", "args": ["--tensor-parallel-size", "1", "-tp=2"]}]}}))
-    first = wait_for(lambda: (d := deployments(apps, "team-b", "roll")) and d, 60, what="placed")
-    (pool, replicas), = first.items()
+    first = settled_deployments(apps, "team-b", "roll")
+    (pool, replicas), = ((p, r) for p, r in first.items() if r > 0)
     name = f"roll-{pool}"
     d = apps.read_namespaced_deployment(name, "team-b")
     args = d.spec.template.spec.containers[0].args

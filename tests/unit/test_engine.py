@@ -357,3 +357,54 @@ def test_a_cold_start_measures_the_option_it_is_likeliest_to_pick_first() -> Non
     table.candidates(service, states, at)
     measured = [o for o in analytic if table.curves.has(times(o), mix)]
     assert measured == [cheapest]
+
+
+def test_curves_measured_on_worker_processes_are_the_ones_measured_here() -> None:
+    """The twin measures each period's curves on the machine's cores at once (CurveBook.prefetch, through
+    CapacityTable.measure_first when no budget applies): the same curves, and the same figures read from them, as
+    measuring them one after another in this process, and none measured twice."""
+    from datetime import datetime, timezone
+
+    from kilowatt.performance.capacity import TokenMix
+    from kilowatt.performance.slo_capacity import CurveBook
+    from kilowatt.planner.options import CapacityTable
+    from kilowatt.planner.snapshot import PoolState
+
+    mix = TokenMix(1155.0, 211.0, _spread_quantiles(1155.0, 0.8), _spread_quantiles(211.0, 0.5))  # off the grid
+    service = _service(LLAMA_8B, mix)
+    pool = PoolState("p", gpu_by_name("RTX-4090"), None, 64, 2)  # degrees 1 and 2
+    parallel = CapacityTable(engine=True, curves=CurveBook(store=None, workers=2))
+    parallel.measure_first(service, (pool,), datetime(2026, 7, 1, tzinfo=timezone.utc), parallel.table_for(service))
+    assert parallel.curves.measured == 8  # both degrees' four grid corners, before any figure was asked for
+    here = CapacityTable(engine=True, curves=CurveBook(store=None, workers=1))
+    for k in (1, 2):
+        assert parallel.replica(service, pool, k) == here.replica(service, pool, k) != (0.0, 0.0)
+        times = EngineTimes.of(CapacityModel(LLAMA_8B, pool.gpu, k, default_calibration()))
+        for _, corner in here.curves._corners(mix):
+            assert parallel.curves.curve(times, corner) == here.curves.curve(times, corner)
+    assert parallel.curves.measured == here.curves.measured == 8
+
+
+def test_the_curve_store_removes_other_engine_versions_left_unused() -> None:
+    """Each change to the engine starts a new directory of curves; on first use a store removes other versions'
+    directories unused for STALE_VERSION_DAYS, and keeps recent ones (another checkout still using them) and
+    anything that is not a version's directory."""
+    import os
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from kilowatt.performance.slo_capacity import STALE_VERSION_DAYS, CurveStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        old, recent, foreign = base / "0123456789abcdef", base / "fedcba9876543210", base / "notes"
+        for d in (old, recent, foreign):
+            d.mkdir()
+            (d / "x.json").write_text("{}")
+        long_ago = time.time() - (STALE_VERSION_DAYS + 1) * 86400.0
+        for d in (old, foreign):
+            os.utime(d, (long_ago, long_ago))
+        store = CurveStore(base)
+        assert store.root.parent == base and store.root not in (old, recent)
+        assert not old.exists() and recent.exists() and foreign.exists()

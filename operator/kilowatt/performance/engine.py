@@ -34,12 +34,16 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
+from operator import mul
 
 import numpy as np
 
 from kilowatt.performance.capacity import CapacityModel
 
 BLOCK_TOKENS = 16  # vLLM's default --block-size on CUDA
+# _PAD[v % 16][r]: the tokens a block's last row lacks for a request at offset r in its block when the step counter
+# is v (the padding that rounds its tokens up to whole blocks).
+_PAD = tuple(tuple((-(r + m)) % BLOCK_TOKENS for r in range(BLOCK_TOKENS)) for m in range(BLOCK_TOKENS))
 
 
 def default_max_batched_tokens(gpu_memory_gib: float, gpu_model: str) -> int:
@@ -135,6 +139,7 @@ class Replica:
         self.heap: list[tuple[int, int]] = []  # (step counter at which it finishes, request); lazily deleted
         self.base_sum = 0
         self.at_offset = [0] * BLOCK_TOKENS  # decoding requests by base mod 16
+        self._blocks_at: dict[int, int] = {}  # counter -> _decode_blocks(counter), for the decoding set as it is
         self.generated: dict[int, int] = {}  # tokens a preempted request had produced before (for its recompute)
         self.first_token_s: dict[int, float] = {}
 
@@ -155,12 +160,13 @@ class Replica:
         return self._decode_blocks(self.v) + self.prefill_blocks
 
     def _decode_blocks(self, v: int) -> int:
-        # sum over decoding requests of ceil((base + v) / 16), from the counts per offset: O(16)
-        total = self.base_sum + len(self.decoding) * v
-        for r, n in enumerate(self.at_offset):
-            if n:
-                total += n * ((-(r + v)) % BLOCK_TOKENS)
-        return total // BLOCK_TOKENS
+        # sum over decoding requests of ceil((base + v) / 16), from the counts per offset: O(16); remembered until
+        # a request joins or leaves the decoding set (a step asks for the same counter several times)
+        found = self._blocks_at.get(v)
+        if found is None:
+            total = self.base_sum + len(self.decoding) * v + sum(map(mul, self.at_offset, _PAD[v % BLOCK_TOKENS]))
+            found = self._blocks_at[v] = total // BLOCK_TOKENS
+        return found
 
     # -- running ------------------------------------------------------------------------------------------------
     def run(self, arrivals: list[int], arrival_s, input_tokens, output_tokens, until: float, out: Ledger) -> None:
@@ -253,8 +259,9 @@ class Replica:
         preempted = False
         # RUNNING, decodes first (they precede any request still prefilling in admission order): one token each.
         while True:
-            free = times.kv_blocks - self._decode_blocks(self.v) - self.prefill_blocks
-            need = self._decode_blocks(self.v + 1) - self._decode_blocks(self.v)
+            held = self._decode_blocks(self.v)
+            free = times.kv_blocks - held - self.prefill_blocks
+            need = self._decode_blocks(self.v + 1) - held
             if need <= free:
                 break
             self._preempt_last(output_tokens, out)
@@ -359,6 +366,7 @@ class Replica:
 
     def _leave_decoding(self, r: int) -> tuple[int, int]:
         base, finish_v = self.decoding.pop(r)
+        self._blocks_at.clear()
         self.base_sum -= base
         self.at_offset[base % BLOCK_TOKENS] -= 1
         return base, finish_v
@@ -367,6 +375,7 @@ class Replica:
         base = computed - self.v
         finish_v = self.v + remaining
         self.decoding[r] = (base, finish_v)
+        self._blocks_at.clear()
         self.base_sum += base
         self.at_offset[base % BLOCK_TOKENS] += 1
         heapq.heappush(self.heap, (finish_v, r))

@@ -25,8 +25,15 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
+import re
+import shutil
 import tempfile
+import time
+import weakref
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +97,10 @@ class LatencyCurve:
 log = logging.getLogger(__name__)
 
 
+STALE_VERSION_DAYS = 7  # another engine version's curves are removed when unused this long (CurveStore._prune)
+_VERSION_DIR = re.compile(r"[0-9a-f]{16}")  # what _engine_version names a directory
+
+
 def _engine_version() -> str:
     """What a curve is a function of besides its arguments: the engine's, the length sampler's and this module's
     source and numpy's random streams. Any change to them starts a fresh store."""
@@ -123,7 +134,26 @@ class CurveStore:
     def root(self) -> Path:
         if self._root is None:
             self._root = self.base / _engine_version()
+            self._prune()
         return self._root
+
+    def _prune(self) -> None:
+        """Mark this engine version's directory as in use (its time) and remove other versions' directories
+        unused for STALE_VERSION_DAYS: every change to the engine starts a new directory, and an upgraded
+        operator or CLI never reads the old ones again. One still in use elsewhere (another checkout, a rollback)
+        is touched by whoever uses it, so kept."""
+        try:
+            if self._root.is_dir():
+                os.utime(self._root)
+            stale_before = time.time() - STALE_VERSION_DAYS * 86400.0
+            for other in self.base.iterdir():
+                if (other != self._root and other.is_dir() and _VERSION_DIR.fullmatch(other.name)
+                        and other.stat().st_mtime < stale_before):
+                    shutil.rmtree(other, ignore_errors=True)
+                    log.info("removed latency curves of an engine version unused for %d days: %s",
+                             STALE_VERSION_DAYS, other)
+        except OSError:
+            pass  # nothing there yet, or not ours to tidy: the store works without it
 
     @classmethod
     def default(cls) -> CurveStore | None:
@@ -175,7 +205,9 @@ class CurveStore:
 def _serve(times: EngineTimes, arrival: np.ndarray, inputs: np.ndarray, outputs: np.ndarray) -> Ledger:
     n = len(arrival)
     ledger = Ledger(n)
-    Replica(times, 0, 0.0, 1).run(list(range(n)), arrival, inputs, outputs, math.inf, ledger)
+    # Python lists: the engine reads one element at a time, which costs several times more from numpy arrays.
+    Replica(times, 0, 0.0, 1).run(list(range(n)), arrival.tolist(), inputs.tolist(), outputs.tolist(), math.inf,
+                                  ledger)
     return ledger
 
 
@@ -249,6 +281,19 @@ def measured_capacity_rps(times: EngineTimes, prompts: np.ndarray, outputs: np.n
     return low
 
 
+def twin_workers() -> int:
+    """Processes a twin run measures curves on (``CurveBook.prefetch``): ``KILOWATT_CURVE_WORKERS`` if set, else
+    the CPUs this process may use, at most 8."""
+    given = os.environ.get("KILOWATT_CURVE_WORKERS", "")
+    if given:
+        try:
+            return max(1, int(given))
+        except ValueError:
+            log.warning("KILOWATT_CURVE_WORKERS=%r is not a whole number; curves are measured in one process", given)
+            return 1
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
 def _grid_neighbours(x: float, step: float) -> tuple[float, float, float]:
     """(lower grid point, upper grid point, weight of the upper) around x on a log grid; the weight linear in
     length between them (a prefill's time, and a decode's KV reads, grow linearly with tokens)."""
@@ -277,8 +322,13 @@ class CurveBook:
     operator's Decider, a twin run and its policies, a benchmark), never a module global. Bounded: cleared when
     it holds ``limit`` curves."""
 
-    def __init__(self, limit: int = 2000, grid: bool = True, store: CurveStore | None | str = "default") -> None:
+    def __init__(self, limit: int = 2000, grid: bool = True, store: CurveStore | None | str = "default",
+                 workers: int = 1) -> None:
         self.limit = limit
+        # Processes ``prefetch`` measures curves on (1: none, everything in this process). The twin gives it the
+        # machine's cores (twin_workers()); the operator measures in its own process, within its period's budget.
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
         # Where measured curves are kept across processes (CurveStore; "default": CurveStore.default(), which the
         # KILOWATT_CURVE_CACHE variable can turn off; None: measure everything here).
         self.store = CurveStore.default() if store == "default" else store
@@ -296,20 +346,59 @@ class CurveBook:
         found = self._find(times, mix)
         if found is not None:
             return found
-        key = (times, mix.input_tokens, mix.output_tokens)
-        if key not in self._curves and self._count >= self.limit:
-            self._curves.clear()
-            self._count = 0
         curve = self.store.get(times, mix) if self.store is not None else None
         if curve is None:
             curve = latency_curve(times, mix)
             if self.store is not None:
                 self.store.put(times, mix, curve)
+        self._add(times, mix, curve)
+        return curve
+
+    def _add(self, times: EngineTimes, mix: TokenMix, curve: LatencyCurve) -> None:
+        key = (times, mix.input_tokens, mix.output_tokens)
+        if key not in self._curves and self._count >= self.limit:
+            self._curves.clear()
+            self._count = 0
         self._curves.setdefault(key, []).append((_relative_shape(mix.input_quantiles, mix.input_tokens),
                                                  _relative_shape(mix.output_quantiles, mix.output_tokens), curve))
         self._count += 1
         self.measured += 1
-        return curve
+
+    def prefetch(self, wanted: Iterable[tuple[EngineTimes, TokenMix]]) -> int:
+        """Measure at once, on ``workers`` processes, the grid curves ``interpolated`` would measure one after
+        another for each of ``wanted`` (a planner's every pool and degree for one length mix). The same curves
+        as measuring them here (a curve is a pure function of its arguments), in less wall time. Returns how
+        many were measured; a no-op with one worker."""
+        if self.workers <= 1:
+            return 0
+        missing: dict[tuple, tuple[EngineTimes, TokenMix]] = {}
+        for times, mix in wanted:
+            if times.kv_blocks <= 0:
+                continue
+            for _, corner in self._corners(mix):
+                key = (times, corner.input_tokens, corner.output_tokens)
+                # One per grid point: a second mix of another shape at the same point is measured when asked for.
+                if key not in missing and self._find(times, corner) is None:
+                    missing[key] = (times, corner)
+        todo = []
+        for times, corner in missing.values():
+            curve = self.store.get(times, corner) if self.store is not None else None
+            if curve is None:
+                todo.append((times, corner))
+            else:
+                self._add(times, corner, curve)
+        if len(todo) < 2:  # one curve is measured where it is asked for: no processes to wait on
+            return 0
+        if self._executor is None:
+            # fork: the workers need nothing but the engine, already imported here, and start in milliseconds.
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
+        times_list, corners = zip(*todo)
+        for times, corner, curve in zip(times_list, corners, self._executor.map(latency_curve, times_list, corners)):
+            if self.store is not None:
+                self.store.put(times, corner, curve)
+            self._add(times, corner, curve)
+        return len(todo)
 
     def has(self, times: EngineTimes, mix: TokenMix) -> bool:
         """Whether every curve ``capacity``/``latency`` would read for ``mix`` is measured already."""

@@ -221,6 +221,9 @@ class CapacityTable:
         plan is likeliest to want them: where it runs first, then cheapest per req/s on the analytic model. A cold
         start measures the options it will pick, not whichever pool and degree come first, and the analytic
         model's optimism (worst on the RTX 4090) is checked before a replica starts on it."""
+        if self.engine and self.measure_budget_seconds is None and self.curves.workers > 1:
+            self._prefetch(service, pools, table)
+            return
         if not self.engine or self.measure_budget_seconds is None or (
                 self.measure_spent_seconds >= max(self.measure_budget_seconds, self._period_budget_seconds or 0.0)):
             return
@@ -247,6 +250,23 @@ class CapacityTable:
                 if not self._may_measure(times, service.mix):
                     return
                 self._measured(self.curves.interpolated, times, service.mix)
+
+    def _prefetch(self, service: ServiceState, pools: tuple[PoolState, ...],
+                  table: dict[tuple, tuple[float, float]]) -> None:
+        """Without a budget (the twin): every option's curves ``replica`` will read, measured at once on the
+        curve book's workers instead of one after another."""
+        wanted = []
+        for pool in pools:
+            if not service.may_use(pool.name):
+                continue
+            factors = service.correction_on(pool.name)
+            for k in pool.tensor_parallel_degrees:
+                if (pool.gpu, k, factors) not in table:
+                    model = CapacityModel(service.shape, pool.gpu, k, self.calibration).corrected(*factors)
+                    if model.fits():
+                        wanted.append((EngineTimes.of(model), service.mix))
+        if wanted:
+            self.curves.prefetch(wanted)
 
     def _provisional(self, service: ServiceState, pool: PoolState, tensor_parallel: int,
                      analytic: tuple[float, float]) -> tuple[float, float]:

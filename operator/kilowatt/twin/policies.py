@@ -34,7 +34,7 @@ from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef
 from kilowatt.performance import TokenMix
 from kilowatt.performance.lengths import quantiles_of
 from kilowatt.planner import PLANNER_BUDGET_SECONDS, Snapshot, plan
-from kilowatt.performance.slo_capacity import CurveBook
+from kilowatt.performance.slo_capacity import CurveBook, twin_workers
 from kilowatt.planner.options import CapacityTable, replica_capacity
 from kilowatt.state import service_state
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
@@ -285,7 +285,8 @@ class LowerBoundPolicy(Policy):
         # The capacity the twin really delivers: measured on its engine for the trace's own length distribution
         # (no grid: interpolating between grid mixes overstates capacity where a prompt length's TTFT crosses the
         # SLO between two grid points, as the conversation trace's ~4,100-token prompts do on an RTX 4090).
-        self.capacity = CapacityTable(plane.capacity.calibration, engine=True, curves=CurveBook(grid=False))
+        self.capacity = CapacityTable(plane.capacity.calibration, engine=True,
+                                      curves=CurveBook(grid=False, workers=twin_workers()))
 
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane = self.plane

@@ -212,6 +212,8 @@ class Decider:
         held: list[ServiceInput] = []
         lead = max((p.spec.replica_startup_seconds for p in pools.values()), default=0.0)
         expected: dict[str, Expectation] = {}
+        pool_names = sorted(pools)
+        factors = self.correction.factors
         for item in services:
             if self.mode(item.service) is ScalingMode.OFF or item.held_without_metrics(metrics_error):
                 held.append(item)
@@ -235,7 +237,7 @@ class Decider:
                 if mix is not None:
                     item = replace(item, state=replace(item.state, mix=mix))
                 self._learn(item, pools, clock_seconds)
-            corrections = tuple((p, *self.correction.factors(item.key, p)) for p in sorted(pools))
+            corrections = tuple((p, *factors(item.key, p)) for p in pool_names)
             state = replace(item.state, demand_rps=max(0.0, demand), corrections=corrections,
                             degree_held=self._degrees_held(item, clock_seconds))
             if item.stuck_pools:  # spill: where its Pods cannot be scheduled, plan it elsewhere if it may go

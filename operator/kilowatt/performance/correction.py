@@ -89,9 +89,9 @@ class LatencyCorrection:
                 del table[key]
 
     def factors(self, service: str, pool: str) -> tuple[float, float]:
-        ttft = self._factors.get((service, pool, "ttft"), _Factor()).value
-        tpot = self._factors.get((service, pool, "tpot"), _Factor()).value
-        return ttft, tpot
+        ttft = self._factors.get((service, pool, "ttft"))
+        tpot = self._factors.get((service, pool, "tpot"))
+        return 1.0 if ttft is None else ttft.value, 1.0 if tpot is None else tpot.value
 
     def explain(self, service: str, pool: str) -> str:
         ttft, tpot = self.factors(service, pool)

@@ -94,10 +94,12 @@ class Plan:
         return total
 
     def service(self, key: str) -> ServicePlan:
-        for s in self.services:
-            if s.key == key:
-                return s
-        raise KeyError(key)
+        # Indexed on first use (a frozen dataclass: set once through object.__setattr__); asked once per service.
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = {s.key: s for s in self.services}
+            object.__setattr__(self, "_index", index)
+        return index[key]
 
     def to_json(self) -> dict:
         """The CLI's contract: ``kilowatt plan -o json``."""

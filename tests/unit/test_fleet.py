@@ -83,6 +83,27 @@ def test_services_never_hold_more_of_a_pool_than_it_has(scenario):
     assert fleet.held("rtx4090") == size
 
 
+def test_where_replicas_start_at_once_gpus_given_back_are_the_others_at_once(scenario):
+    """The lower bound's idealisation (no start-up: startup_override 0) holds both ways: a replica given back
+    finishes its requests, but its GPUs are another service's this period, not after the drain. Otherwise a
+    bound that moves the owned pool between services each period loses a period's replicas to every drain (its
+    worst service was at 94.8 % in the fleet scenario)."""
+    pools, services = scenario
+    members = _members(services, ["qwen25-1p5b-chat", "llama32-3b-chat"], 5, scale=4.0)
+    fleet = Fleet(members, pools, {}, START, startup_override_seconds=0.0, engine_capacity=False)
+    size = fleet.any_plane.pool_state("rtx4090").gpus_max
+    first, second = fleet.planes.values()
+    first.apply({"rtx4090": (size, 1)})
+    first.warm_start()
+    fleet.advance(30.0)
+    first.apply({"rtx4090": (size // 2, 1)})
+    assert first.draining and first.gpus_held("rtx4090") > size // 2  # still finishing its requests
+    second.apply({"rtx4090": (size, 1)})
+    assert second.gpus_held("rtx4090") == size - size // 2
+    fleet.advance(600.0)
+    assert not first.draining and fleet.held("rtx4090") == size
+
+
 def test_an_owned_pool_is_paid_once_for_the_fleet(scenario):
     pools, services = scenario
     members = _members(services, ["qwen25-1p5b-chat", "llama32-3b-chat"], 10, scale=0.05)

@@ -378,6 +378,15 @@ class DataPlane:
         return sum(r.gpus for r in [*self.replicas[name], *self.draining, *self.replacing]
                    if self._pool_name(r) == name)
 
+    def gpus_claimed(self, name: str) -> int:
+        """GPUs of pool ``name`` no other service's replica may start on (what ``Fleet.room`` leaves the others):
+        those held, less the draining and replaced replicas' where replicas start at once (the lower bound's
+        idealisation, startup_override 0: a change takes effect at once, so a replica stops as it starts — its
+        requests still finish on it, but its GPUs are the next holder's this period, not after the drain)."""
+        if self.startup_override == 0:
+            return sum(r.gpus for r in self.replicas[name])
+        return self.gpus_held(name)
+
     def _owned_idle_gpus(self, name: str) -> int:
         return max(0, self.pool_state(name).gpus_max - self.gpus_held(name))
 

@@ -154,7 +154,7 @@ class Fleet:
 
     def room(self, key: str, pool: str) -> int:
         """GPUs of ``pool`` that service ``key``'s replicas may hold: what the other services' replicas leave."""
-        others = sum(p.gpus_held(pool) for k, p in self.planes.items() if k != key)
+        others = sum(p.gpus_claimed(pool) for k, p in self.planes.items() if k != key)
         return max(0, self.any_plane.pool_state(pool).gpus_max - others)
 
     def held(self, pool: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -228,23 +229,14 @@ class CapacityTable:
                 self.measure_spent_seconds >= max(self.measure_budget_seconds, self._period_budget_seconds or 0.0)):
             return
         unmeasured = []
-        for pool in pools:
-            if not service.may_use(pool.name):
+        for pool, k, key, model in self._not_in(table, service, pools):
+            within, saturation = self._analytic_figure(service, model, (id(table), key))
+            if within < MIN_CAPACITY_RPS:
                 continue
-            factors = service.correction_on(pool.name)
-            for k in pool.tensor_parallel_degrees:
-                if (pool.gpu, k, factors) in table:
-                    continue
-                model = CapacityModel(service.shape, pool.gpu, k, self.calibration).corrected(*factors)
-                if not model.fits():
-                    continue
-                within, saturation = self._analytic_figure(service, model, (id(table), (pool.gpu, k, factors)))
-                if within < MIN_CAPACITY_RPS:
-                    continue
-                running = service.current_on(pool.name)
-                here = running is not None and running.replicas > 0 and running.tensor_parallel == k
-                cost = pool.economics.marginal_cost(k, within / max(saturation, within), at).objective_usd_per_hour
-                unmeasured.append((not here, cost / within, EngineTimes.of(model)))
+            running = service.current_on(pool.name)
+            here = running is not None and running.replicas > 0 and running.tensor_parallel == k
+            cost = pool.economics.marginal_cost(k, within / max(saturation, within), at).objective_usd_per_hour
+            unmeasured.append((not here, cost / within, EngineTimes.of(model)))
         for _, _, times in sorted(unmeasured, key=lambda u: u[:2]):
             if not self.curves.has(times, service.mix):
                 if not self._may_measure(times, service.mix):
@@ -255,18 +247,24 @@ class CapacityTable:
                   table: dict[tuple, tuple[float, float]]) -> None:
         """Without a budget (the twin): every option's curves ``replica`` will read, measured at once on the
         curve book's workers instead of one after another."""
-        wanted = []
+        wanted = [(EngineTimes.of(model), service.mix) for _, _, _, model in self._not_in(table, service, pools)]
+        if wanted:
+            self.curves.prefetch(wanted)
+
+    def _not_in(self, table: dict[tuple, tuple[float, float]], service: ServiceState, pools: tuple[PoolState, ...]
+                ) -> Iterator[tuple[PoolState, int, tuple, CapacityModel]]:
+        """(pool, degree, table key, corrected model) of every option ``service`` may run at that fits and has no
+        figure in its ``table`` yet."""
         for pool in pools:
             if not service.may_use(pool.name):
                 continue
             factors = service.correction_on(pool.name)
             for k in pool.tensor_parallel_degrees:
-                if (pool.gpu, k, factors) not in table:
-                    model = CapacityModel(service.shape, pool.gpu, k, self.calibration).corrected(*factors)
-                    if model.fits():
-                        wanted.append((EngineTimes.of(model), service.mix))
-        if wanted:
-            self.curves.prefetch(wanted)
+                if (pool.gpu, k, factors) in table:
+                    continue
+                model = CapacityModel(service.shape, pool.gpu, k, self.calibration).corrected(*factors)
+                if model.fits():
+                    yield pool, k, (pool.gpu, k, factors), model
 
     def _provisional(self, service: ServiceState, pool: PoolState, tensor_parallel: int,
                      analytic: tuple[float, float]) -> tuple[float, float]:

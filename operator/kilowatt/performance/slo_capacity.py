@@ -368,7 +368,8 @@ class CurveBook:
         """Measure at once, on ``workers`` processes, the grid curves ``interpolated`` would measure one after
         another for each of ``wanted`` (a planner's every pool and degree for one length mix). The same curves
         as measuring them here (a curve is a pure function of its arguments), in less wall time. Returns how
-        many were measured; a no-op with one worker."""
+        many the workers measured (curves the store holds are read here; a single one is left to ``curve``); a
+        no-op with one worker."""
         if self.workers <= 1:
             return 0
         missing: dict[tuple, tuple[EngineTimes, TokenMix]] = {}

@@ -341,6 +341,11 @@ class CurveBook:
         self._count = 0
         self.measured = 0  # curves added so far, measured here or read from the store
 
+    @classmethod
+    def for_twin(cls, grid: bool = True) -> CurveBook:
+        """A twin run's book: the default store, curves measured on the machine's cores (twin_workers)."""
+        return cls(grid=grid, workers=twin_workers())
+
     def curve(self, times: EngineTimes, mix: TokenMix) -> LatencyCurve:
         """The curve for ``mix`` (means exactly; a shape within SHAPE_TOLERANCE of a measured one reuses it)."""
         found = self._find(times, mix)

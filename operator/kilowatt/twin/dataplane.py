@@ -49,7 +49,7 @@ from kilowatt.planner.snapshot import CurrentPlacement, PoolState
 from kilowatt.slo import within_slo
 from kilowatt.state import gpu_of, pool_state, service_state
 from kilowatt.performance.engine import EngineTimes, Ledger, Replica
-from kilowatt.performance.slo_capacity import CurveBook, twin_workers
+from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.performance.lengths import cumulative_histogram, quantiles_of, vllm_length_buckets
 from kilowatt.twin.workload import Workload
 
@@ -181,7 +181,7 @@ class DataPlane:
         # (``curves``) may be shared across runs on the same pools.
         # engine_capacity: every policy plans with the SLO capacity measured on this engine (the one truth);
         # False: with the analytic model at the mix's means (the operator's model before issue 12).
-        self.capacity = CapacityTable(curves=curves if curves is not None else CurveBook(workers=twin_workers()),
+        self.capacity = CapacityTable(curves=curves if curves is not None else CurveBook.for_twin(),
                                       engine=engine_capacity)
 
     # -- what runs ------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, ScalingMode
 from kilowatt.decide import Decider, ServiceInput
 from kilowatt.economics.prices import PriceSource
 from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef, Topology
-from kilowatt.performance.slo_capacity import CurveBook, twin_workers
+from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.planner import PLANNER_BUDGET_SECONDS, Snapshot, plan
 from kilowatt.planner.options import CapacityTable
 from kilowatt.state import service_state
@@ -292,7 +292,7 @@ class FleetLowerBound(FleetPolicy):
         super().bind(fleet)
         plane = fleet.any_plane
         self.capacity = CapacityTable(plane.capacity.calibration, engine=True,
-                                      curves=CurveBook(grid=False, workers=twin_workers()))
+                                      curves=CurveBook.for_twin(grid=False))
 
     def decide(self, initial_rps: dict[str, float] | None = None) -> dict[str, Desired]:
         fleet = self.fleet
@@ -440,7 +440,7 @@ def run_fleet_policy(name: str, members: list[Member], pools: list[AcceleratorPo
                      curves: CurveBook | None = None, engine_capacity: bool = True,
                      progress: Callable[[str, float], None] | None = None) -> FleetResult:
     started = time.perf_counter()
-    curves = curves if curves is not None else CurveBook(workers=twin_workers())
+    curves = curves if curves is not None else CurveBook.for_twin()
     policy = make_fleet_policy(name, period_seconds, prices, start, curves, engine_capacity)
     fleet = Fleet(members, pools, prices, start, seed, policy.startup_override_seconds, curves, engine_capacity)
     policy.bind(fleet)
@@ -477,7 +477,7 @@ def simulate_fleet(policies: list[str], members: list[Member], pools: list[Accel
         elif round(fraction * 20) % 5 == 0:
             print(f"  {name:14} {fraction:4.0%}", file=sys.stderr, flush=True)
 
-    curves = CurveBook(workers=twin_workers())
+    curves = CurveBook.for_twin()
     results = []
     for name in policies:
         try:

@@ -34,7 +34,7 @@ from kilowatt.metrics.source import Observations, ServiceObservation, ServiceRef
 from kilowatt.performance import TokenMix
 from kilowatt.performance.lengths import quantiles_of
 from kilowatt.planner import PLANNER_BUDGET_SECONDS, Snapshot, plan
-from kilowatt.performance.slo_capacity import CurveBook, twin_workers
+from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.planner.options import CapacityTable, replica_capacity
 from kilowatt.state import service_state
 from kilowatt.twin.dataplane import DataPlane, SimulatedMetrics
@@ -286,7 +286,7 @@ class LowerBoundPolicy(Policy):
         # (no grid: interpolating between grid mixes overstates capacity where a prompt length's TTFT crosses the
         # SLO between two grid points, as the conversation trace's ~4,100-token prompts do on an RTX 4090).
         self.capacity = CapacityTable(plane.capacity.calibration, engine=True,
-                                      curves=CurveBook(grid=False, workers=twin_workers()))
+                                      curves=CurveBook.for_twin(grid=False))
 
     def decide(self, initial_rps: float | None = None) -> Desired:
         plane = self.plane

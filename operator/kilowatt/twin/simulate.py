@@ -19,7 +19,7 @@ import numpy as np
 from kilowatt.slo import within_slo
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService
 from kilowatt.economics.prices import PriceSource
-from kilowatt.performance.slo_capacity import CurveBook, twin_workers
+from kilowatt.performance.slo_capacity import CurveBook
 from kilowatt.twin.dataplane import DataPlane, Sample, routed_as
 from kilowatt.twin.policies import (
     HPA_CALIBRATION_ATTAINMENT,
@@ -208,7 +208,7 @@ def simulate(policies: list[str], workload: Workload, service: InferenceService,
             print(f"  {name:12} {fraction:4.0%}", file=sys.stderr, flush=True)
 
     results = []
-    curves = CurveBook(workers=twin_workers())
+    curves = CurveBook.for_twin()
     for name in policies:
         try:
             result = run_policy(name, workload, service, pools, prices, price_queries, start, period_seconds, seed,

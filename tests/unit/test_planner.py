@@ -352,7 +352,7 @@ def test_equal_shares_match_the_brute_force_optimum():
 
 
 def test_no_demand_is_left_unmet_where_a_pool_has_room_for_it():
-    """Large enough for the heuristic paths (LP diving, repair, neighbourhood search), tight pools, short
+    """Large enough for the heuristic paths (whole-replica patterns, repair, neighbourhood search), tight pools, short
     budgets: a service left short never has an allowed pool with room for one more of its replicas (unless
     replicas.max binds). Counts the services that reached the check short of demand."""
     checked = []

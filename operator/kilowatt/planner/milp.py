@@ -299,12 +299,15 @@ def _solve(
         # Whole-replica patterns per service, priced against the pools (patterns.py): far fewer req/s left
         # unmet than rounding the relaxation where pools bind.
         priced = Priced(
-            np.array([service_index[o.service] for o in options]), np.array([o.capacity_rps for o in options]),
-            option_gpus, option_pool, np.array([o.planned_cost.objective_usd_per_hour for o in options]),
-            churn_cost, np.array([_current(services[service_index[o.service]], o) for o in options]),
-            np.array([s.target_rps for s in services]), np.array([s.floor_replicas for s in services]),
-            np.array([s.max_replicas for s in services]), np.array([s.equal_share for s in services]),
-            float(cost[u0]), float(cost[m0]), pool_gpus)
+            service=np.array([service_index[o.service] for o in options]),
+            capacity_rps=np.array([o.capacity_rps for o in options]), gpus=option_gpus, pool=option_pool,
+            replica_usd_per_hour=np.array([o.planned_cost.objective_usd_per_hour for o in options]),
+            churn_usd=churn_cost, current=np.array([_current(services[service_index[o.service]], o) for o in options]),
+            target_rps=np.array([s.target_rps for s in services]),
+            floor_replicas=np.array([s.floor_replicas for s in services]),
+            max_replicas=np.array([s.max_replicas for s in services]),
+            equal_share=np.array([s.equal_share for s in services], dtype=bool),
+            unmet_usd_per_rps=float(cost[u0]), short_usd_per_replica=float(cost[m0]), pool_gpus=pool_gpus)
         found = pattern_start(priced, started + PATTERN_SHARE * time_limit_seconds, gpu_price)
         if found is not None:
             counts = round_and_repair(snapshot, options, found.astype(float), consolidate=False)
@@ -412,7 +415,8 @@ def _large_neighbourhoods(program: _Program, start: np.ndarray, deadline: float,
         free = np.zeros(len(incumbent), dtype=bool)
         for s_i in block:
             free[columns_of[s_i]] = True
-        found = program.solve_block(incumbent, free, float(min(LNS_SUB_SECONDS, max(0.005, deadline - time.perf_counter()))))
+        seconds = float(min(LNS_SUB_SECONDS, max(0.005, deadline - time.perf_counter())))
+        found = program.solve_block(incumbent, free, seconds)
         if found is not None:
             trial = incumbent.copy()
             trial[free] = found

@@ -54,7 +54,7 @@ from scipy.sparse import coo_matrix
 from kilowatt.planner.cost import served_cost
 from kilowatt.planner.explain import alternatives, reason_for
 from kilowatt.planner.options import CapacityTable, Option, options_for
-from kilowatt.planner.patterns import Priced, pattern_start
+from kilowatt.planner.patterns import Priced, pattern_start, quiet_highs
 from kilowatt.planner.reasons import Binding, FullPool, MaxReplicasReached, NoPoolFits, PoolsFull, SolverLimit
 from kilowatt.planner.snapshot import ServiceState, Snapshot
 from kilowatt.planner.types import Placement, Plan, PoolUsage, ServicePlan, placement_capacity
@@ -266,11 +266,8 @@ def _solve(
     integer, continuous = highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous
     lp.integrality_ = [integer] * n_opt + [continuous] * (z0 - n_opt) + [integer] * n_z + [continuous] * n_z
 
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", float(time_limit_seconds))
+    h = quiet_highs(time_limit_seconds)
     h.setOptionValue("mip_rel_gap", 1e-4 if exact else _gap(n_opt))
-    h.setOptionValue("threads", 1)
     h.passModel(lp)
     # Warm start: the LP relaxation rounded and repaired (much closer to optimal than a greedy plan on large,
     # contended instances), or the greedy plan when the relaxation is not available.
@@ -378,10 +375,7 @@ class _Program:
         lp.a_matrix_.value_ = block.data
         kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
         lp.integrality_ = [kinds[int(k)] for k in self.integer[free]]
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", 1)
-        h.setOptionValue("time_limit", seconds)
+        h = quiet_highs(seconds)
         h.passModel(lp)
         solution = _run_from(h, point[free])
         if solution.value_valid and h.getInfo().primal_solution_status == 2:

@@ -26,10 +26,21 @@ from dataclasses import dataclass
 
 import highspy
 import numpy as np
-from scipy.sparse import coo_matrix, csr_matrix, vstack
+from scipy.sparse import coo_matrix, csc_matrix, csr_matrix, vstack
 
 ROUNDS_AT_MOST = 60  # column-generation rounds (1,000 services x 10 pools converge in ~7 from the relaxation's duals)
 SPLIT_SECONDS = 0.05  # for settling the split services together
+
+
+def quiet_highs(seconds: float | None = None) -> highspy.Highs:
+    """A HiGHS instance as the planner runs every one: silent, one thread (the operator shares its cores),
+    within ``seconds`` where given."""
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    if seconds is not None:
+        h.setOptionValue("time_limit", float(seconds))
+    return h
 
 
 @dataclass(frozen=True)
@@ -62,9 +73,7 @@ def pattern_start(p: Priced, deadline: float, gpu_price: np.ndarray | None = Non
     chosen = set(_cheapest(table, np.zeros(n_pool), np.zeros(n_svc), n_svc)) | set(table.nothing.tolist())
     if gpu_price is not None:
         chosen |= set(_cheapest(table, gpu_price, np.zeros(n_svc), n_svc))
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    h = quiet_highs()
     lp = highspy.HighsLp()
     lp.num_row_ = n_svc + n_pool
     lp.row_lower_ = np.concatenate([np.ones(n_svc), np.full(n_pool, -highspy.kHighsInf)])
@@ -186,21 +195,21 @@ def _cheapest(table: _Table, gpu_price: np.ndarray, service_dual: np.ndarray, n_
     return winners.tolist()
 
 
+def _columns(table: _Table, patterns: np.ndarray, row: np.ndarray, n_rows: int) -> csc_matrix:
+    """The master's columns for ``patterns``: 1 in the convexity row ``row[service]`` of each one's service (of
+    ``n_rows``), then the GPUs it takes in each pool's row."""
+    convexity = coo_matrix((np.ones(len(patterns)), (row[table.service[patterns]], np.arange(len(patterns)))),
+                           shape=(n_rows, len(patterns)))
+    return vstack([convexity, table.gpus[patterns].T]).tocsc()
+
+
 def _add(h: highspy.Highs, table: _Table, patterns: list[int], n_svc: int, columns: list[int]) -> None:
     if not patterns:
         return
     q = np.asarray(patterns)
-    pools = table.gpus[q]  # per pattern (row): its pool entries
-    starts, index, value = [], [], []
-    for j, pattern in enumerate(q):
-        starts.append(len(index))
-        index.append(int(table.service[pattern]))
-        value.append(1.0)
-        lo, hi = pools.indptr[j], pools.indptr[j + 1]
-        index.extend((n_svc + pools.indices[lo:hi]).tolist())
-        value.extend(pools.data[lo:hi].tolist())
-    h.addCols(len(q), table.cost[q], np.zeros(len(q)), np.full(len(q), highspy.kHighsInf), len(index),
-              np.asarray(starts, dtype=np.int32), np.asarray(index, dtype=np.int32), np.asarray(value))
+    block = _columns(table, q, np.arange(n_svc), n_svc)
+    h.addCols(len(q), table.cost[q], np.zeros(len(q)), np.full(len(q), highspy.kHighsInf), block.nnz,
+              block.indptr[:-1].astype(np.int32), block.indices.astype(np.int32), block.data)
     columns.extend(q.tolist())
 
 
@@ -217,10 +226,9 @@ def _round(p: Priced, table: _Table, columns: np.ndarray, x: np.ndarray) -> np.n
     split = np.flatnonzero(pick < 0)
     if len(split):
         mine = np.flatnonzero(np.isin(table.service, split))
-        where = np.searchsorted(split, table.service[mine])
-        usage = table.gpus[mine].tocsc()
-        a = coo_matrix((np.ones(len(mine)), (where, np.arange(len(mine)))), shape=(len(split), len(mine)))
-        matrix = vstack([a, usage.T]).tocsc()
+        row = np.zeros(n_svc, dtype=np.int64)
+        row[split] = np.arange(len(split))
+        matrix = _columns(table, mine, row, len(split))
         lp = highspy.HighsLp()
         lp.num_col_, lp.num_row_ = len(mine), len(split) + n_pool
         lp.col_cost_ = table.cost[mine]
@@ -230,10 +238,7 @@ def _round(p: Priced, table: _Table, columns: np.ndarray, x: np.ndarray) -> np.n
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
         lp.integrality_ = [highspy.HighsVarType.kInteger] * len(mine)
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("threads", 1)
-        h.setOptionValue("time_limit", SPLIT_SECONDS)
+        h = quiet_highs(SPLIT_SECONDS)
         h.passModel(lp)
         h.run()
         sol = h.getSolution()

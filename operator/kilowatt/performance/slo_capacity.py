@@ -408,7 +408,14 @@ class CurveBook:
 
     def has(self, times: EngineTimes, mix: TokenMix) -> bool:
         """Whether every curve ``capacity``/``latency`` would read for ``mix`` is measured already."""
-        return all(self._find(times, corner) is not None for _, corner in self._corners(mix))
+        return not self.missing(times, mix)
+
+    def missing(self, times: EngineTimes, mix: TokenMix) -> list[TokenMix]:
+        """The grid corners ``capacity``/``latency`` would read for ``mix`` that are not measured yet (``curve``
+        measures one): a caller on a budget measures them one at a time."""
+        if times.kv_blocks <= 0:
+            return []
+        return [corner for _, corner in self._corners(mix) if self._find(times, corner) is None]
 
     def _find(self, times: EngineTimes, mix: TokenMix) -> LatencyCurve | None:
         in_shape = _relative_shape(mix.input_quantiles, mix.input_tokens)

@@ -132,14 +132,19 @@ class CapacityTable:
         return out
 
     def _may_measure(self, times: EngineTimes, mix: TokenMix) -> bool:
-        if self.measure_budget_seconds is None or self.curves.has(times, mix):
+        """Whether the curve for ``mix`` is measured, measuring its missing grid corners one at a time while the
+        period's budget lasts (checked before each corner, so a period overruns by at most one corner's ~0.5 s,
+        not the four of an interpolated curve). Not all measured: the curve waits for ``catch_up`` and False."""
+        if self.measure_budget_seconds is None:
             return True
         budget = max(self.measure_budget_seconds, self._period_budget_seconds or 0.0)
-        if self.measure_spent_seconds < budget:
-            return True
-        if len(self._pending) < self.limit:
-            self._pending[(times, mix)] = None
-        return False
+        for corner in self.curves.missing(times, mix):
+            if self.measure_spent_seconds >= budget:
+                if len(self._pending) < self.limit:
+                    self._pending[(times, mix)] = None
+                return False
+            self._measured(self.curves.curve, times, corner)
+        return True
 
     def catch_up(self, budget_seconds: float) -> int:
         """Measure the curves periods went without (oldest first) for up to about ``budget_seconds``: work for
@@ -238,10 +243,8 @@ class CapacityTable:
             cost = pool.economics.marginal_cost(k, within / max(saturation, within), at).objective_usd_per_hour
             unmeasured.append((not here, cost / within, EngineTimes.of(model)))
         for _, _, times in sorted(unmeasured, key=lambda u: u[:2]):
-            if not self.curves.has(times, service.mix):
-                if not self._may_measure(times, service.mix):
-                    return
-                self._measured(self.curves.interpolated, times, service.mix)
+            if not self._may_measure(times, service.mix):
+                return
 
     def _prefetch(self, service: ServiceState, pools: tuple[PoolState, ...],
                   table: dict[tuple, tuple[float, float]]) -> None:

@@ -330,7 +330,7 @@ def test_curves_kept_on_disk_are_read_back_exactly_and_a_store_that_cannot_be_wr
 
 
 def test_a_cold_start_measures_the_option_it_is_likeliest_to_pick_first() -> None:
-    """With budget for one grid corner, a service that runs nowhere measures its cheapest option per req/s on the
+    """With budget for one curve, a service that runs nowhere measures its cheapest option per req/s on the
     analytic model (the one a plan on provisional figures would start), not whichever pool comes first."""
     from datetime import datetime, timezone
 
@@ -352,18 +352,47 @@ def test_a_cold_start_measures_the_option_it_is_likeliest_to_pick_first() -> Non
     def times(o) -> EngineTimes:
         return EngineTimes.of(CapacityModel(LLAMA_8B, o.pool.gpu, o.tensor_parallel, default_calibration()))
 
-    table = CapacityTable(engine=True, measure_budget_seconds=1e-9)  # room for the first grid corner only
+    table = CapacityTable(engine=True, measure_budget_seconds=1e-9)  # room for the first curve only
     table.new_period()
     table.candidates(service, states, at)
-    # The budget is checked before each of an interpolated curve's four corners, not before the curve: one corner
-    # measured, and it is the cheapest option's.
-    assert table.curves.measured == 1
-    started = [o for o in analytic if len(table.curves.missing(times(o), mix)) < 4]
-    assert started == [cheapest]
-    assert len(table.curves.missing(times(cheapest), mix)) == 3
-    # What the period had no budget for waits for the time after its writes, oldest first: that curve first.
-    table.catch_up(1e-3)  # checked before each curve: the first one only
-    assert table.curves.missing(times(cheapest), mix) == []
+    measured = [o for o in analytic if table.curves.has(times(o), mix)]
+    assert measured == [cheapest]
+    # The budget is checked before each of an interpolated curve's four grid corners: past it, no corner of any
+    # other option was begun (the check was per curve, and a period overran by up to a whole curve).
+    assert table.curves.measured == 4
+    # What the period had no budget for waits for the time after its writes, then for the next period.
+    table.new_period()
+    table.candidates(service, states, at)
+    assert table.curves.measured == 8  # the next period's budget: one curve more
+
+
+def test_past_the_budget_no_new_grid_corner_is_begun(monkeypatch) -> None:
+    """The period's curve budget is checked before each grid corner: a curve begun within it after the period's
+    first is left part-measured when the budget runs out (it was checked per curve, and a period overran by up to
+    four corners' worth). Each corner costs 0.2 s on a stepped clock; the budget is 1 s."""
+    from types import SimpleNamespace
+
+    import kilowatt.planner.options as options_module
+    from kilowatt.performance.capacity import TokenMix
+    from kilowatt.planner.options import CapacityTable
+    from kilowatt.planner.snapshot import PoolState
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(options_module, "time", SimpleNamespace(perf_counter=lambda: 0.2 * next(ticks)))
+    mix = TokenMix(1155.0, 211.0, _spread_quantiles(1155.0, 0.8), _spread_quantiles(211.0, 0.5))  # 4 corners
+    service = _service(LLAMA_8B, mix)
+    pool = PoolState("p", gpu_by_name("RTX-4090"), None, 64, 2)  # degrees 1 and 2: two curves
+    table = CapacityTable(engine=True, measure_budget_seconds=1.0)
+    table.new_period()
+    measured_figure = table.replica(service, pool, 1)
+    table.replica(service, pool, 2)
+    # The first curve (0.8 s), then one corner of the second (to 1.0 s), then nothing more: its figure is the
+    # analytic model's, provisional, and the curve waits for the time after the period's writes.
+    assert table.curves.measured == 5
+    assert table.provisional == 1 and measured_figure != (0.0, 0.0)
+    left = [len(table.curves.missing(EngineTimes.of(CapacityModel(LLAMA_8B, pool.gpu, k, default_calibration())),
+                                     mix)) for k in (1, 2)]
+    assert sorted(left) == [0, 3]
 
 
 def test_curves_measured_on_worker_processes_are_the_ones_measured_here() -> None:

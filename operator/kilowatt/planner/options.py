@@ -79,6 +79,7 @@ class CapacityTable:
         self.measure_budget_seconds = measure_budget_seconds
         self._period_budget_seconds: float | None = None  # this period's, when new_period was given one
         self.measure_spent_seconds = 0.0
+        self._curve_finished_this_period = False  # the first curve a period needs is finished past its budget
         self.provisional = 0  # figures given from the analytic model this period for want of budget
         self.provisional_services: set[str] = set()  # the services those figures were for (this period)
         # (engine constants, mix) whose curves a period wanted and had no budget for, oldest first: measured
@@ -105,6 +106,7 @@ class CapacityTable:
         this period alone, if given), its options are found afresh."""
         self._period_budget_seconds = budget_seconds
         self.measure_spent_seconds = 0.0
+        self._curve_finished_this_period = False
         self.provisional = 0
         self.provisional_services.clear()
         self._provisional_now.clear()
@@ -133,17 +135,23 @@ class CapacityTable:
 
     def _may_measure(self, times: EngineTimes, mix: TokenMix) -> bool:
         """Whether the curve for ``mix`` is measured, measuring its missing grid corners one at a time while the
-        period's budget lasts (checked before each corner, so a period overruns by at most one corner's ~0.5 s,
-        not the four of an interpolated curve). Not all measured: the curve waits for ``catch_up`` and False."""
+        period's budget lasts: checked before each corner, so past the budget no new corner starts (a period
+        overran by up to a whole interpolated curve, four corners, when the check was per curve) — except that
+        the first curve a period begins within its budget is finished (a cold start's likeliest option,
+        ``measure_first``: its first placement is made on a measured figure, not the analytic model's). Not all
+        measured: the curve waits for ``catch_up`` and False."""
         if self.measure_budget_seconds is None:
             return True
         budget = max(self.measure_budget_seconds, self._period_budget_seconds or 0.0)
-        for corner in self.curves.missing(times, mix):
-            if self.measure_spent_seconds >= budget:
+        missing = self.curves.missing(times, mix)
+        for i, corner in enumerate(missing):
+            if self.measure_spent_seconds >= budget and (i == 0 or self._curve_finished_this_period):
                 if len(self._pending) < self.limit:
                     self._pending[(times, mix)] = None
                 return False
             self._measured(self.curves.curve, times, corner)
+        if missing:
+            self._curve_finished_this_period = True
         return True
 
     def catch_up(self, budget_seconds: float) -> int:

@@ -32,8 +32,8 @@ How it is solved, within the time budget (benchmarks/RESULTS.md has what each st
    what a pool still has room for. Rounding the compact relaxation instead (by diving, before) left 60-490 req/s
    unmet at 1,000 services where the pools bind; the patterns leave what the exact solve leaves, or near it.
 3. Small programs (<= 64 options) to proven optimality; up to ``SEARCH_AT_MOST_OPTIONS`` branch-and-bound from
-   that start (presolve on up to ``PRESOLVE_AT_MOST_OPTIONS``, off above, where it alone would take the
-   budget); above, where HiGHS's root node alone overruns the budget,
+   that start (presolve on up to ``PRESOLVE_AT_MOST_OPTIONS`` without equal-share services, off otherwise,
+   where it alone would take the budget); above, where HiGHS's root node alone overruns the budget,
    a large-neighbourhood search re-plans blocks of ten services, each cut out as its own small program.
 4. A last top-up: demand still unmet where a pool has room for the service is placed.
 
@@ -66,7 +66,9 @@ MIN_SEARCH_SECONDS = 0.1
 # (1000 services x 10 pools = ~9,400 options) and overran its limit at the root node: skip it.
 SEARCH_AT_MOST_OPTIONS = 2000
 # Presolve pays for itself up to here (100 x 5 and 100 x 10 in the benchmark: 0.4-2.6 req/s less unmet in the
-# budget); at ~1,800 options (1000 x 2) it takes the whole budget and the search never leaves the start.
+# budget); at ~1,800 options (1000 x 2) it takes the whole budget and the search never leaves the start. Not
+# with equal-share services: on their binary "slowest option" variables and big-M rows it took 0.6 s of a
+# program (100 services x 5 pools, nothing binding) that closes at the root in 0.09 s without it.
 PRESOLVE_AT_MOST_OPTIONS = 1000
 EXACT_BELOW_OPTIONS = 64
 LARGE_PROBLEM_GAP = 0.005  # 0.5%: far inside the capacity model's error, and what keeps 1000 x 10 under 1 s
@@ -337,7 +339,7 @@ def _solve(
                                           lp_bound[0] if lp_bound else -math.inf)
         return [int(round(x)) for x in start[:n_opt]], _gap_to(cost @ start, lp_bound[0] if lp_bound else -math.inf)
     h.setOptionValue("time_limit", float(max(left, MIN_SEARCH_SECONDS)))  # per run: HiGHS's clock is cumulative
-    if n_opt > PRESOLVE_AT_MOST_OPTIONS and not exact:
+    if not exact and n_opt > EXACT_BELOW_OPTIONS and (n_opt > PRESOLVE_AT_MOST_OPTIONS or n_z > 0):
         h.setOptionValue("presolve", "off")
     solution = _run_from(h, start)
     if not solution.value_valid or cost @ np.array(solution.col_value) > cost @ start:

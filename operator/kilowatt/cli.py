@@ -99,7 +99,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if missing:
         print(f"note: without a cluster the pool size comes from spec.maxGPUs; unset on {', '.join(missing)} "
               "(treated as 0 GPUs)", file=sys.stderr)
-    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)), CapacityTable())
+    capacity = CapacityTable()
+    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)), capacity)
+    _curve_note(capacity)
     if args.output == "json":
         print(json.dumps(result.to_json(), indent=2))
         return 0
@@ -117,6 +119,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+CURVE_NOTE_SECONDS = 0.5  # measuring that took longer is worth a word: the plan's time is mostly not the solve
+
+
+def _curve_note(capacity) -> None:
+    """Say on stderr where a plan's time went when it measured latency curves (a model, GPU and length mix planned
+    for the first time: seconds, where the solve is milliseconds), and that the next plan reads them back."""
+    seconds = capacity.measure_spent_seconds
+    if seconds < CURVE_NOTE_SECONDS:
+        return
+    store = capacity.curves.store
+    kept = f"kept in {store.base} for the next plan" if store is not None else \
+        "not kept: KILOWATT_CURVE_CACHE is off"
+    print(f"note: {seconds:.1f} s of this plan measured latency curves on the serving engine (the first plan for "
+          f"a model, GPU and length mix; {kept})", file=sys.stderr)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """The objects the operator would apply for the plan (Deployments, and the Service, HTTPRoute or InferencePools
     that route to them), as YAML: built by the same functions the operator applies, with every planned replica
@@ -132,7 +150,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     if inputs is None:
         return 2
     pools, services, demand = inputs
-    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)), CapacityTable())
+    capacity = CapacityTable()
+    result = plan(snapshot_from_objects(pools, services, demand, _parse_time(args.at)), capacity)
+    _curve_note(capacity)
     by_pool = {p.name: p for p in pools}
     planned = {s.key: s for s in result.services}
     documents = []

@@ -41,6 +41,23 @@ def test_plan_text_output_names_placement_and_cost():
     assert "RTX-4090" in out.stdout and "total $" in out.stdout and "pool rtx4090:" in out.stdout
 
 
+def test_plan_says_when_its_time_went_to_measuring_curves(tmp_path):
+    """A first plan for a model, GPU and length mix measures latency curves (seconds; the solve is milliseconds):
+    stderr says so and where they are kept; the next plan reads them back and says nothing."""
+    import os
+
+    env = {**os.environ, "KILOWATT_CURVE_CACHE": str(tmp_path)}
+    args = [sys.executable, "-m", "kilowatt.cli", "plan", "-f", str(EXAMPLES), "--demand", "default/llama3-8b-chat=20"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "measured latency curves on the serving engine" in first.stderr and str(tmp_path) in first.stderr
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "latency curves" not in again.stderr
+    # The same plan from the curves read back (all but the time it took).
+    assert again.stdout.rsplit("solved in", 1)[0] == first.stdout.rsplit("solved in", 1)[0]
+
+
 def test_plan_refuses_a_malformed_demand():
     out = kilowatt("plan", "-f", str(EXAMPLES), "--demand", "llama3=20")
     assert out.returncode != 0

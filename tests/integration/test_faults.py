@@ -252,8 +252,14 @@ def test_the_api_server_restarted_mid_run(rig: Rig) -> None:
         return bool(pods) and not waiting
 
     wait_for(pods_ready, 120, interval=5.0, what="the service's pods Ready again after the restart")
+    # Replaced pods start their counters at zero and need two scrapes before Prometheus has a rate for them; until
+    # then the service is held (no metrics, no scaling). Wait until the operator observes the service again, so the
+    # minute below is all spent acting on the new load (a CI run timed out with metrics back 4 s before the end).
+    wait_for(lambda: condition(rig.status().get("conditions"), "MetricsAvailable").get("status") == "True"
+             and rig.status().get("observed", {}).get("requestsPerSecond", 0) > 0, 120,
+             what=lambda: f"the service observed again after the restart: {rig.status().get('conditions')}")
     rig.load(25.0)
-    wait_for(lambda: sum(n * k for n, k in rig.deployments().values()) >= 3, 60,
+    wait_for(lambda: sum(n * k for n, k in rig.deployments().values()) >= 3, 90,
              what=lambda: f"acting on load after the restart: {rig.deployments()}, status {rig.status()}")
     rig.load(3.0)
 

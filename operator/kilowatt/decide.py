@@ -225,7 +225,8 @@ class Decider:
                 # to be served within a minute on top of the arrivals.
                 rps = item.data.requests_per_second + (item.data.waiting or 0.0) / BACKLOG_SECONDS
                 demand = self.demand.update(item.key, clock_seconds, rps, lead,
-                                            requests=item.data.requests_per_second * item.data.window_seconds)
+                                            requests=item.data.requests_per_second * item.data.window_seconds,
+                                            window_seconds=item.data.window_seconds)
                 self.forecast.observe(item.key, now, item.data.requests_per_second)
                 ahead, expectation = self.forecast.projected(item.key, now, lead + FORECAST_BEYOND_STARTUP_SECONDS,
                                                              rps)

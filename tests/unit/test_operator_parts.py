@@ -57,6 +57,23 @@ def test_a_steep_trend_over_short_periods_projects_at_most_double():
     assert got == pytest.approx(6.0)
 
 
+def test_a_step_seen_through_the_metrics_window_is_not_projected_as_a_trend():
+    """A burst from 8 to 72 req/s read over a 60-s window rises for exactly one window (24, 40, 56, 72): that is
+    the step itself, not a trend to double two minutes ahead (the code trace's bursts bought 20 H100s for one)."""
+    est = DemandEstimator()
+    rates = [(t, 8.0) for t in range(0, 135, 15)] + [(135, 24.0), (150, 40.0), (165, 56.0), (180, 72.0)]
+    for t, rps in rates:
+        got = est.update("s", t, rps, lead_seconds=120, window_seconds=60)
+    assert got == pytest.approx(72.0)  # extrapolating its first and last rate gave min(72 + 64/105 * 120, 2 * 72)
+
+
+def test_a_rise_kept_over_two_windows_is_projected_over_the_startup_time():
+    est = DemandEstimator()
+    for t in range(0, 195, 15):  # +1 req/s every 15 s for over three minutes, read over a 60-s window
+        got = est.update("s", t, 10.0 + t / 15, lead_seconds=120, window_seconds=60)
+    assert got == pytest.approx(22.0 + 120 / 15)
+
+
 def _objects():
     service = InferenceService.model_validate(yaml.safe_load((EXAMPLES / "llama3-8b.yaml").read_text()))
     pool = AcceleratorPool.model_validate(yaml.safe_load((EXAMPLES / "pool-rtx4090.yaml").read_text()))

@@ -21,9 +21,11 @@ a trickle's chance bunching never buys replicas.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
+STEP_SIGMAS = 2.0  # a rise read as a step in the arrivals stands this many standard deviations above chance
 MAX_HISTORY = 256  # rates kept per service, whatever the window: a bound, not a setting
 
 
@@ -96,5 +98,10 @@ def latest_arrivals(history: list[tuple[float, float]], window_seconds: float) -
         return None
     tw, rw = min(history[:-1], key=lambda point: abs(point[0] - (t1 - window_seconds)))
     if abs(tw - (t1 - window_seconds)) > period / 2:
+        return None
+    # The requests the window gained, against the chance variation of two periods' arrivals (Poisson, 2 sigma):
+    # the difference is read x W/p, and a noisy one would buy replicas for nothing.
+    gained = (r1 - rp) * window_seconds
+    if gained < STEP_SIGMAS * math.sqrt(2.0 * max(r1, rp) * period):
         return None
     return max(0.0, rw + window_seconds / period * (r1 - rp))

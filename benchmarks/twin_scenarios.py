@@ -1,7 +1,10 @@
 """Twin scenarios, fidelity and speed, for benchmarks/RESULTS.md.
 
     python benchmarks/twin_scenarios.py [--only a,b,c,quiet,spike,week,engine,fidelity,speed]
-                                        [--out benchmarks/results/twin.json]
+                                        [--out benchmarks/results/twin.json] [--policies kilowatt,...]
+
+``--policies``: run only these policies and put their rows in place of theirs in --out's scenarios (the other
+policies' rows are kept): a change to one policy re-runs that policy alone.
 
 (a) a small owned RTX 4090 pool (8 GPUs) plus elastic cloud H100s, flat prices, the Azure conversation trace
     scaled ×8 (one hour);
@@ -83,11 +86,28 @@ def scenario(name: str, workload, prices: dict, policies: list[str] = POLICIES, 
             "policies": policies, "verdict": verdict(policies)}
 
 
+def merged(before: dict | None, after: dict) -> dict:
+    """``after``'s policies in place of theirs in ``before`` (a re-run of some policies on the same workload), the
+    other policies' rows kept and the verdict taken again over all of them."""
+    names = [p["name"] for p in after["policies"]]
+    if not before or before.get("requests") != after["requests"] or \
+            {p["name"] for p in before.get("policies", [])} <= set(names):
+        return after
+    ran = {p["name"]: p for p in after["policies"]}
+    policies = [ran.pop(p["name"], p) for p in before["policies"]] + list(ran.values())
+    return {**before, "policies": policies, "verdict": verdict(policies),
+            "rerun": {"policies": names, "wallSeconds": after["wallSeconds"],
+                      "date": datetime.now(timezone.utc).date().isoformat()}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="fidelity,a,c,speed,b")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "twin.json"))
+    parser.add_argument("--policies", default=",".join(POLICIES),
+                        help="the policies to run in a, b, c, quiet, spike and week (the others' rows in --out kept)")
     args = parser.parse_args()
+    policies = args.policies.split(",")
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
@@ -97,7 +117,7 @@ def main() -> int:
         if part == "fidelity":
             results["fidelity"] = fidelity(DATA)
         elif part == "a":
-            results["a"] = scenario("a", shaped(conv, None, 8.0, seed=1), {})
+            results["a"] = merged(results.get("a"), scenario("a", shaped(conv, None, 8.0, seed=1), {}, policies))
         elif part == "a-routing":
             # Scenario (a) as the cluster would route it under each spec.routing.mode (Mélange routes by request
             # size with its own router, so it is left out; the lower bound is no bound and is left out too).
@@ -108,28 +128,31 @@ def main() -> int:
             day = shaped(conv, read_rate_curve(DATA / "servegen_m_large_10min.csv"), 4.0, 86400.0, seed=1)
             series = read_prices(DATA / "grid_price_hourly_2024.csv", "US-TEX-ERCO", START, day.duration_s)
             pools, _ = load_objects([SCENARIO])
-            results["b"] = scenario("b", day, {p.name: series for p in pools})
+            results["b"] = merged(results.get("b"), scenario("b", day, {p.name: series for p in pools}, policies))
         elif part == "quiet":
             # Under 0.3 req/s all day (ServeGen's day curve, mean ~0.14 req/s), one service on the example pools
             # (an owned RTX 4090 pool on a time-of-use tariff, rented H100s).
             day = shaped(conv, read_rate_curve(DATA / "servegen_m_large_10min.csv"), QUIET_SCALE, 86400.0, seed=1)
-            results["quiet"] = scenario("quiet", day, {}, files=EXAMPLES)
+            results["quiet"] = merged(results.get("quiet"), scenario("quiet", day, {}, policies,
+                                                                       files=EXAMPLES))
         elif part == "spike":
             # (b)'s day on the day of 2024's highest ERCOT price ($2,064/MWh at 01:00 UTC on 9 May, the evening
             # peak in Texas), starting 12:00 UTC on 8 May.
             day = shaped(conv, read_rate_curve(DATA / "servegen_m_large_10min.csv"), 4.0, 86400.0, seed=1)
             series = read_prices(DATA / "grid_price_hourly_2024.csv", "US-TEX-ERCO", SPIKE_START, day.duration_s)
             pools, _ = load_objects([SCENARIO])
-            results["spike"] = scenario("spike", day, {p.name: series for p in pools}, start=SPIKE_START)
+            results["spike"] = merged(results.get("spike"), scenario("spike", day, {p.name: series for p in pools},
+                                                                     policies, start=SPIKE_START))
         elif part == "week":
             # A week of ServeGen's two-week curve (weekday/weekend shape, ×1: ~5.5 req/s mean, peaks ~15), every
             # pool on ERCOT's hourly price for that week.
             week = shaped(conv, read_rate_curve(DATA / "servegen_m_large_10min.csv"), 1.0, 7 * 86400.0, seed=1)
             series = read_prices(DATA / "grid_price_hourly_2024.csv", "US-TEX-ERCO", START, week.duration_s)
             pools, _ = load_objects([SCENARIO])
-            results["week"] = scenario("week", week, {p.name: series for p in pools})
+            results["week"] = merged(results.get("week"), scenario("week", week, {p.name: series for p in pools},
+                                                                   policies))
         elif part == "c":
-            results["c"] = scenario("c", shaped(code, None, 8.0, seed=1), {})
+            results["c"] = merged(results.get("c"), scenario("c", shaped(code, None, 8.0, seed=1), {}, policies))
         elif part == "analytic":
             # (a) and (c) with every policy planning on the analytic model (--capacity analytic), for comparison.
             results["analyticCapacity"] = {

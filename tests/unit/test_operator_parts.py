@@ -67,6 +67,18 @@ def test_a_step_seen_through_the_metrics_window_is_not_projected_as_a_trend():
     assert got == pytest.approx(72.0)  # extrapolating its first and last rate gave min(72 + 64/105 * 120, 2 * 72)
 
 
+def test_a_steady_rate_s_chance_wobble_is_not_read_as_a_step():
+    """20 req/s read over 60 s at 15-s periods: one period's Poisson wobble moves the rate by ~0.4 req/s, which
+    the step reading multiplies by W/p = 4; a wobble within 2 sigma buys nothing."""
+    est = DemandEstimator()
+    for t in range(0, 180, 15):
+        est.update("s", t, 20.0, lead_seconds=120, window_seconds=60)
+    got = est.update("s", 180, 20.6, lead_seconds=120, window_seconds=60)  # +36 requests in the window: < 2 sigma
+    assert got == pytest.approx(20.6)
+    stepped = est.update("s", 195, 23.0, lead_seconds=120, window_seconds=60)  # +144 requests: a step to ~29.6
+    assert stepped == pytest.approx(20.0 + 4 * 2.4)
+
+
 def test_a_rise_kept_over_two_windows_is_projected_over_the_startup_time():
     est = DemandEstimator()
     for t in range(0, 195, 15):  # +1 req/s every 15 s for over three minutes, read over a 60-s window

@@ -62,8 +62,9 @@ def test_a_step_seen_through_the_metrics_window_is_not_projected_as_a_trend():
     the step itself, not a trend to double two minutes ahead (the code trace's bursts bought 20 H100s for one)."""
     est = DemandEstimator()
     rates = [(t, 8.0) for t in range(0, 135, 15)] + [(135, 24.0), (150, 40.0), (165, 56.0), (180, 72.0)]
-    for t, rps in rates:
-        got = est.update("s", t, rps, lead_seconds=120, window_seconds=60)
+    seen = {t: est.update("s", t, rps, lead_seconds=120, window_seconds=60) for t, rps in rates}
+    assert seen[135] == pytest.approx(72.0)  # the whole step one period after it, while the rate reads 24
+    got = seen[180]
     assert got == pytest.approx(72.0)  # extrapolating its first and last rate gave min(72 + 64/105 * 120, 2 * 72)
 
 

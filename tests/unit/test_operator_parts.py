@@ -63,7 +63,9 @@ def test_a_step_seen_through_the_metrics_window_is_not_projected_as_a_trend():
     est = DemandEstimator()
     rates = [(t, 8.0) for t in range(0, 135, 15)] + [(135, 24.0), (150, 40.0), (165, 56.0), (180, 72.0)]
     seen = {t: est.update("s", t, rps, lead_seconds=120, window_seconds=60) for t, rps in rates}
-    assert seen[135] == pytest.approx(72.0)  # the whole step one period after it, while the rate reads 24
+    # One period after the step the rate reads 24: the step is read as 72, planned at twice the rate read (the
+    # cap); a period later, whole.
+    assert seen[135] == pytest.approx(48.0) and seen[150] == pytest.approx(72.0)
     got = seen[180]
     assert got == pytest.approx(72.0)  # extrapolating its first and last rate gave min(72 + 64/105 * 120, 2 * 72)
 

@@ -221,18 +221,21 @@ class Decider:
             if item.data is None:
                 demand = 0.0  # nothing runs and nothing is known: start at the floor (>= 1 replica)
             else:
-                # Completions understate demand when replicas fall behind: requests waiting are demand too,
-                # to be served within a minute on top of the arrivals.
-                rps = item.data.requests_per_second + (item.data.waiting or 0.0) / BACKLOG_SECONDS
+                rps = item.data.requests_per_second
                 demand = self.demand.update(item.key, clock_seconds, rps, lead,
-                                            requests=item.data.requests_per_second * item.data.window_seconds,
+                                            requests=rps * item.data.window_seconds,
                                             window_seconds=item.data.window_seconds)
+                # Completions understate demand when replicas fall behind: requests waiting are demand too, to be
+                # served within BACKLOG_SECONDS on top of the arrivals. Added after the estimate, not read by it:
+                # the backlog is a count now, not a windowed rate, and its change is no change in the arrivals.
+                backlog_rps = (item.data.waiting or 0.0) / BACKLOG_SECONDS
+                demand += backlog_rps
                 self.forecast.observe(item.key, now, item.data.requests_per_second)
                 ahead, expectation = self.forecast.projected(item.key, now, lead + FORECAST_BEYOND_STARTUP_SECONDS,
                                                              rps)
                 if expectation is not None:
                     expected[item.key] = expectation
-                    demand = max(demand, ahead)
+                    demand = max(demand, ahead + backlog_rps)
                 mix = self.lengths.update(item.key, clock_seconds, item.data,
                                           item.service.spec.model.max_context_tokens)
                 if mix is not None:

@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 STEP_SIGMAS = 2.0  # a rise read as a step in the arrivals stands this many standard deviations above chance
+NOISE_SAMPLES = 4  # earlier gains a measured spread of the arrivals needs (fewer: Poisson's is used)
 MAX_HISTORY = 256  # rates kept per service, whatever the window: a bound, not a setting
 
 
@@ -99,9 +100,23 @@ def latest_arrivals(history: list[tuple[float, float]], window_seconds: float) -
     tw, rw = min(history[:-1], key=lambda point: abs(point[0] - (t1 - window_seconds)))
     if abs(tw - (t1 - window_seconds)) > period / 2:
         return None
-    # The requests the window gained, against the chance variation of two periods' arrivals (Poisson, 2 sigma):
-    # the difference is read x W/p, and a noisy one would buy replicas for nothing.
+    # The requests the window gained, against the chance variation of two periods' arrivals: the difference is
+    # read x W/p, and a noisy one would buy replicas for nothing. Poisson's at least; real traffic is burstier
+    # (a conversation trace's requests come in bunches), so where the history holds enough earlier gains, their
+    # spread measured is the noise when it is the larger.
     gained = (r1 - rp) * window_seconds
-    if gained < STEP_SIGMAS * math.sqrt(2.0 * max(r1, rp) * period):
+    if gained < STEP_SIGMAS * arrivals_noise(history[:-1], window_seconds, period, max(r1, rp)):
         return None
     return max(0.0, rw + window_seconds / period * (r1 - rp))
+
+
+def arrivals_noise(history: list[tuple[float, float]], window_seconds: float, period: float, rps: float) -> float:
+    """The standard deviation of the requests a window slid on by one period gains, (R(t) - R(t-p)) x W: Poisson's
+    for ``rps`` over two periods, or the root mean square of the gains the history (time, rate) shows between
+    rates read a period apart, where it holds at least ``NOISE_SAMPLES`` of them and that is larger."""
+    poisson = math.sqrt(2.0 * rps * period)
+    gains = [((r1 - r0) * window_seconds) ** 2 for (t0, r0), (t1, r1) in zip(history, history[1:])
+             if abs((t1 - t0) - period) <= period / 2]
+    if len(gains) < NOISE_SAMPLES:
+        return poisson
+    return max(poisson, math.sqrt(sum(gains) / len(gains)))

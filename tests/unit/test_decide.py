@@ -7,6 +7,7 @@ import math
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pytest
 
 from kilowatt.decide import Decider, ServiceInput
 from kilowatt.planner.reasons import DownWindow
@@ -141,3 +142,23 @@ def test_a_fresh_deciders_first_period_measures_what_a_later_one_would_plan_on()
     install.capacity.measure_budget_seconds = 0.0
     install.decide(at, 0.0, [ServiceInput.of(svc, {}, obs)], by_name, states)
     assert install.capacity.provisional > 0 and install.capacity.curves.measured == 0
+
+
+def test_a_backlog_is_planned_for_once_not_read_as_a_step_in_the_arrivals():
+    """Requests waiting are demand on top of the arrivals, to be served within BACKLOG_SECONDS: 20 req/s arriving
+    and 600 requests waiting plan for 30 req/s. The backlog is a count now, not a windowed rate: read as a change
+    of the windowed arrivals it would be multiplied by window / period (x4 here) and plan for 60."""
+    from kilowatt.decide import BACKLOG_SECONDS
+
+    pools, services = load_objects([EXAMPLES])
+    svc = services[0]
+    by_name = {p.name: p for p in pools}
+    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    decider = Decider()
+    start = datetime(2024, 7, 16, 12, tzinfo=timezone.utc)
+    for i in range(12):  # three minutes of a steady 20 req/s, read over a 60-s window every 15 s
+        waiting = 600.0 if i == 11 else 0.0
+        obs = ServiceObservation(20.0, 1155.0, 211.0, None, None, None, waiting=waiting, window_seconds=60.0)
+        d = decider.decide(start + timedelta(seconds=15 * i), 15.0 * i, [ServiceInput.of(svc, {}, obs)], by_name,
+                           states).decisions[svc.key]
+    assert d.demand_rps == pytest.approx(20.0 + 600.0 / BACKLOG_SECONDS)

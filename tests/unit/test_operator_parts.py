@@ -82,6 +82,23 @@ def test_a_steady_rate_s_chance_wobble_is_not_read_as_a_step():
     assert stepped == pytest.approx(20.0 + 4 * 2.4)
 
 
+def test_a_bursty_rate_s_usual_swing_is_not_read_as_a_step_but_a_step_beyond_it_is():
+    """Real traffic comes in bunches: 20 req/s whose windowed rate swings by +-1.5 req/s period to period (the
+    window gains or loses ~90 requests, where Poisson would move it by ~25). Another such swing is this rate's
+    noise, measured off its own history, though it stands 2 Poisson sigma high; a rise well beyond it is a step."""
+    est = DemandEstimator()
+    for i, t in enumerate(range(0, 180, 15)):
+        est.update("s", t, 20.0 + (1.5 if i % 2 else 0.0), lead_seconds=120, window_seconds=60)
+    got = est.update("s", 180, 21.5, lead_seconds=120, window_seconds=60)  # +90 requests: its usual swing
+    assert got == pytest.approx(21.5, abs=0.5)  # not read as 20 + 4 x 1.5 = 26
+    fresh = DemandEstimator()  # the same swing on a history too short to measure the spread: Poisson decides
+    for t in (0, 15, 30, 45, 60):
+        fresh.update("s", t, 20.0, lead_seconds=120, window_seconds=60)
+    assert fresh.update("s", 75, 21.5, lead_seconds=120, window_seconds=60) == pytest.approx(26.0)
+    stepped = est.update("s", 195, 26.0, lead_seconds=120, window_seconds=60)  # +270 requests: a step
+    assert stepped == pytest.approx(21.5 + 4 * 4.5)
+
+
 def test_a_rise_kept_over_two_windows_is_projected_over_the_startup_time():
     est = DemandEstimator()
     for t in range(0, 195, 15):  # +1 req/s every 15 s for over three minutes, read over a 60-s window

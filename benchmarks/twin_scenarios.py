@@ -2,6 +2,7 @@
 
     python benchmarks/twin_scenarios.py [--only a,b,c,quiet,spike,week,engine,fidelity,speed]
                                         [--out benchmarks/results/twin.json] [--policies kilowatt,...]
+                                        [--no-error-budget]
 
 ``--policies``: run only these policies and put their rows in place of theirs in --out's scenarios (the other
 policies' rows are kept): a change to one policy re-runs that policy alone.
@@ -47,9 +48,15 @@ SLO_PERCENTILE = 99.0
 POLICIES = ["kilowatt", "hpa-h100", "hpa-rtx4090", "static-peak", "melange", "keda", "lower-bound"]
 
 
+# --no-error-budget: every scenario's service sets spec.scaling.spendErrorBudget false (the comparison without it).
+SPEND_ERROR_BUDGET = True
+
+
 def at_percentile(service, percentile: float):
     slo = service.spec.slo.model_copy(update={"percentile": percentile})
-    return service.model_copy(update={"spec": service.spec.model_copy(update={"slo": slo})})
+    scaling = service.spec.scaling if SPEND_ERROR_BUDGET else \
+        service.spec.scaling.model_copy(update={"spend_error_budget": False})
+    return service.model_copy(update={"spec": service.spec.model_copy(update={"slo": slo, "scaling": scaling})})
 
 
 def verdict(policies: list[dict]) -> dict:
@@ -106,7 +113,11 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "twin.json"))
     parser.add_argument("--policies", default=",".join(POLICIES),
                         help="the policies to run in a, b, c, quiet, spike and week (the others' rows in --out kept)")
+    parser.add_argument("--no-error-budget", action="store_true",
+                        help="the scenarios' service sets spec.scaling.spendErrorBudget false (use another --out)")
     args = parser.parse_args()
+    global SPEND_ERROR_BUDGET
+    SPEND_ERROR_BUDGET = not args.no_error_budget
     policies = args.policies.split(",")
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)

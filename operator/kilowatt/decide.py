@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from kilowatt.api.v1alpha1 import AcceleratorPool, InferenceService, ScalingMode
+from kilowatt.budget import ErrorBudget, Headroom
 from kilowatt.demand import DemandEstimator
 from kilowatt.forecast import Expectation, SeasonalForecast
 from kilowatt.metrics import ServiceObservation
@@ -49,6 +50,11 @@ CURVE_FIRST_PERIOD_SECONDS = 10.0
 FORECAST_BEYOND_STARTUP_SECONDS = 300.0
 # A tensor-parallel degree that just changed on a pool is held this long: no change back within the hour.
 DEGREE_HOLD_SECONDS = 3600.0
+# A replica is kept through a dip while keeping it has cost under KEEP_WARM_USD (at full load), up to
+# KEEP_WARM_MAX_SECONDS: an owned RTX 4090's energy above idle at $0.10/kWh (~4 cents an hour) keeps it for the
+# half hour; a rented H100 ($2.49/h) is kept for the service's own window, as before (keep_warm_seconds).
+KEEP_WARM_USD = 0.05
+KEEP_WARM_MAX_SECONDS = 1800.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Decision:
     holds: tuple[StepHold | DecisionHold, ...] = ()  # what held the plan back (a whole decision, or steps of it)
     demand_rps: float = 0.0
     forecast: Expectation | None = None  # what the seasonal forecast expects (None: not enough history yet)
+    headroom: Headroom | None = None  # the burst headroom planned with, spending the error budget (None: the spec's)
 
     @property
     def held(self) -> bool:
@@ -114,9 +121,12 @@ class Decision:
         """The text status and events carry."""
         if self.held:
             return "; ".join(str(h) for h in self.holds)
+        text = self.explanation
+        if self.headroom is not None and self.headroom.fraction < self.headroom.ceiling:
+            text = f"{text} Headroom {self.headroom.describe()}."
         if self.holds:
-            return f"{self.explanation} Held: {'; '.join(str(h) for h in self.holds)}."
-        return self.explanation
+            return f"{text} Held: {'; '.join(str(h) for h in self.holds)}."
+        return text
 
 
 @dataclass
@@ -169,6 +179,7 @@ class Decider:
         engine=OPERATOR_ENGINE_CAPACITY, measure_budget_seconds=CURVE_BUDGET_SECONDS))
     lengths: LengthHistory = field(default_factory=LengthHistory)
     forecast: SeasonalForecast = field(default_factory=SeasonalForecast)
+    budget: ErrorBudget = field(default_factory=ErrorBudget)
     # (service, pool) -> (the degree running there, since when on the decision clock)
     degrees: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     # (service, pool) -> a degree chosen there on provisional capacity figures (curves not measured yet): when it
@@ -187,6 +198,7 @@ class Decider:
         self.correction.forget(key)
         self.lengths.forget(key)
         self.forecast.forget(key)
+        self.budget.forget(key)
         self._learned_at.pop(key, None)
         for table in (self.degrees, self._provisional_degrees):
             for k in [k for k in table if k[0] == key]:
@@ -212,6 +224,7 @@ class Decider:
         held: list[ServiceInput] = []
         lead = max((p.spec.replica_startup_seconds for p in pools.values()), default=0.0)
         expected: dict[str, Expectation] = {}
+        headrooms: dict[str, Headroom] = {}
         pool_names = sorted(pools)
         factors = self.correction.factors
         for item in services:
@@ -241,9 +254,15 @@ class Decider:
                 if mix is not None:
                     item = replace(item, state=replace(item.state, mix=mix))
                 self._learn(item, pools, clock_seconds)
+                if item.service.spec.scaling.spend_error_budget:
+                    headrooms[item.key] = self.budget.headroom(
+                        item.key, clock_seconds, item.state.burst_headroom, item.state.percentile,
+                        item.data.slo_attainment, rps, item.data.window_seconds)
             corrections = tuple((p, *factors(item.key, p)) for p in pool_names)
             state = replace(item.state, demand_rps=max(0.0, demand), corrections=corrections,
                             degree_held=self._degrees_held(item, clock_seconds))
+            if item.key in headrooms:
+                state = replace(state, burst_headroom=headrooms[item.key].fraction)
             if item.stuck_pools:  # spill: where its Pods cannot be scheduled, plan it elsewhere if it may go
                 allowed = tuple(p for p in (item.state.allowed_pools or sorted(pools)) if p not in item.stuck_pools)
                 state = replace(state, allowed_pools=allowed) if allowed else state
@@ -253,10 +272,11 @@ class Decider:
         free = _minus_held(pool_states, [item.current for item in held])
         snapshot = Snapshot(now, tuple(free.values()), tuple(state for _, state in planned))
         out.plan = plan(snapshot, self.capacity, time_limit_seconds=self.planner_budget_seconds)
+        room = {u.name: u.gpus_max - u.gpus_used for u in out.plan.pools}  # GPUs the plan leaves free
         for item, state in planned:
             out.decisions[item.key] = decision = replace(
                 self._stabilise(item, out.plan.service(item.key), state.demand_rps, clock_seconds, pools,
-                                pool_states), forecast=expected.get(item.key))
+                                pool_states, now, room), forecast=expected.get(item.key), headroom=headrooms.get(item.key))
             provisional = item.key in self.capacity.provisional_services
             for pool, k in decision.tensor_parallel.items():
                 if provisional:
@@ -321,7 +341,8 @@ class Decider:
                                     window_requests=latency.requests_per_second * data.window_seconds)
 
     def _stabilise(self, item: ServiceInput, sp, demand_rps: float, clock_seconds: float,
-                   pools: dict[str, AcceleratorPool], pool_states: dict[str, PoolState]) -> Decision:
+                   pools: dict[str, AcceleratorPool], pool_states: dict[str, PoolState], now: datetime,
+                   room: dict[str, int]) -> Decision:
         current = item.current
         recommended = {p.pool: p.replicas for p in sp.placement}
         tp = {p.pool: p.tensor_parallel for p in sp.placement}
@@ -340,7 +361,10 @@ class Decider:
             now_gpus[p] = PoolUnits(c.replicas * k, c.ready * k, per_replica / k, k)
         served_rps = item.data.requests_per_second if item.data else 0.0
         step = self.stabiliser.step(item.key, {p: n * degree[p] for p, n in recommended.items()}, now_gpus,
-                                    served_rps, clock_seconds, policy, units=degree, equal_share=item.state.equal_share)
+                                    served_rps, clock_seconds, policy, units=degree, equal_share=item.state.equal_share,
+                                    down_window_seconds=keep_warm_seconds(
+                                        current, {p: n * degree[p] for p, n in recommended.items()}, pool_states,
+                                        policy, now, room, item.state.equal_share))
         desired = {}
         for p, gpus in step.units.items():
             if p not in pools:
@@ -361,6 +385,36 @@ class Decider:
         changed = any(desired.get(p, 0) != (current[p].replicas if p in current else 0) for p in desired) or any(
             tp.get(p) != c.tensor_parallel and desired.get(p, 0) > 0 for p, c in current.items())
         return Decision(desired, tp, sp.reason, sp.binding, changed, step.holds, demand_rps=demand_rps)
+
+
+def keep_warm_seconds(current: Mapping[str, CurrentPlacement], recommended_gpus: Mapping[str, int],
+                      pool_states: Mapping[str, PoolState], policy: ScalingPolicy, at: datetime,
+                      room: dict[str, int] | None = None, equal_share: bool = False) -> dict[str, float]:
+    """Per pool where the service's replicas serve, how long a dip must last before they go: the service's
+    scale-down window, or longer where keeping a replica through the dip costs little — until it has cost
+    KEEP_WARM_USD (at full load), at most KEEP_WARM_MAX_SECONDS. An owned GPU's replica costs only its energy above
+    idle (a few cents an hour), and one released at the top of a dip is missed for a whole start-up when the load
+    comes back. Only behind capacity-weighted routes (``equal_share`` False: behind a plain Service a slow replica
+    kept takes an equal share of every request), and only where the plan leaves the pool ``room`` (free GPUs per
+    pool, taken from as replicas are kept: another service's plan is never kept out)."""
+    out: dict[str, float] = {}
+    if equal_share:
+        return out
+    for p, c in current.items():
+        state = pool_states.get(p)
+        if state is None or c.ready <= 0:  # nothing of it serves (starting, or Pending): nothing warm to keep
+            continue
+        usd_per_hour = state.economics.marginal_cost(c.tensor_parallel, 1.0, at).objective_usd_per_hour
+        hold = KEEP_WARM_MAX_SECONDS if usd_per_hour <= 0 else KEEP_WARM_USD / usd_per_hour * 3600.0
+        if hold <= policy.scale_down_window_seconds:
+            continue
+        kept = c.replicas * c.tensor_parallel - recommended_gpus.get(p, 0)
+        if room is not None and kept > 0:
+            if room.get(p, 0) < kept:
+                continue
+            room[p] -= kept
+        out[p] = min(KEEP_WARM_MAX_SECONDS, hold)
+    return out
 
 
 def observed_mix(data: ServiceObservation | None, max_tokens: float | None = None) -> TokenMix | None:

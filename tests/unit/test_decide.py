@@ -162,3 +162,94 @@ def test_a_backlog_is_planned_for_once_not_read_as_a_step_in_the_arrivals():
         d = decider.decide(start + timedelta(seconds=15 * i), 15.0 * i, [ServiceInput.of(svc, {}, obs)], by_name,
                            states).decisions[svc.key]
     assert d.demand_rps == pytest.approx(20.0 + 600.0 / BACKLOG_SECONDS)
+
+
+@pytest.mark.parametrize("spend", [False, True])
+def test_a_service_that_spends_its_error_budget_is_planned_with_less_headroom_only_when_it_asks(spend):
+    """An hour at 99.99 % within a p95 SLO (5 % may miss): with spec.scaling.spendErrorBudget the headroom is
+    given up step by step and the plan's capacity follows it down; a bad minute takes the spec's headroom back.
+    Without it the spec's headroom stays, whatever is measured."""
+    pools, services = load_objects([EXAMPLES])
+    svc = services[0]
+    scaling = svc.spec.scaling.model_copy(update={"spend_error_budget": spend})
+    svc = svc.model_copy(update={"spec": svc.spec.model_copy(update={"scaling": scaling})})
+    by_name = {p.name: p for p in pools}
+    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    decider = Decider()
+    start = datetime(2024, 7, 16, 12, tzinfo=timezone.utc)
+
+    def period(i: int, attainment: float):
+        obs = ServiceObservation(20.0, 1155.0, 211.0, None, None, attainment, window_seconds=60.0)
+        return decider.decide(start + timedelta(seconds=15 * i), 15.0 * i, [ServiceInput.of(svc, {}, obs)], by_name,
+                              states)
+
+    first = period(0, 0.9999)
+    last = [period(i, 0.9999) for i in range(1, 4 * 60)][-1]  # an hour
+    capacity = lambda out: out.plan.service(svc.key).capacity_rps  # noqa: E731
+    d = last.decisions[svc.key]
+    if not spend:
+        assert d.headroom is None and " Headroom " not in d.reason
+        assert capacity(last) == pytest.approx(capacity(first))
+        return
+    assert d.headroom.fraction < svc.spec.scaling.burst_headroom
+    assert f"+{d.headroom.fraction:.0%} headroom" in d.reason and "Headroom " in d.reason
+    assert capacity(last) < capacity(first)
+    bad = [period(i, 0.5) for i in range(4 * 60, 4 * 61)][-1]  # a minute in which half the requests missed
+    assert bad.decisions[svc.key].headroom.fraction == svc.spec.scaling.burst_headroom
+
+
+def test_an_owned_replica_is_kept_through_a_dip_while_keeping_it_costs_cents_and_a_rented_one_is_not():
+    """keep_warm_seconds: the owned RTX 4090s (energy above idle, a few cents an hour) wait out half an hour; the
+    rented H100s ($2.49/h) the service's own window; the same 4090s at $0.50/kWh about ten minutes, at a $5/kWh
+    price spike the service's window. Not behind a plain Service, not where the plan needs the GPUs, not for a
+    replica that does not serve yet."""
+    from kilowatt.decide import KEEP_WARM_MAX_SECONDS, KEEP_WARM_USD, keep_warm_seconds
+    from kilowatt.planner.stabiliser import ScalingPolicy
+
+    pools, _ = load_objects([EXAMPLES])
+    by_name = {p.name: p for p in pools}
+    at = datetime(2024, 7, 16, 12, tzinfo=timezone.utc)
+    policy = ScalingPolicy(scale_down_window_seconds=300.0)
+    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    running = {"rtx4090": CurrentPlacement(4, 1, 4), "h100": CurrentPlacement(2, 1, 2)}
+    assert keep_warm_seconds(running, {"rtx4090": 1}, states, policy, at) == {"rtx4090": KEEP_WARM_MAX_SECONDS}
+
+    def at_price(usd_per_kwh: float):
+        pool = by_name["rtx4090"]
+        cost = pool.spec.cost.model_copy(update={"electricity": pool.spec.cost.electricity.model_copy(
+            update={"time_of_use": None, "flat_usd_per_kwh": usd_per_kwh})})
+        return {**states, "rtx4090": pool_state(pool.model_copy(update={"spec": pool.spec.model_copy(
+            update={"cost": cost})}), 8)}
+
+    dear = at_price(0.5)
+    usd_per_hour = dear["rtx4090"].economics.marginal_cost(1, 1.0, at).objective_usd_per_hour
+    held = keep_warm_seconds(running, {}, dear, policy, at)["rtx4090"]
+    assert held == pytest.approx(KEEP_WARM_USD / usd_per_hour * 3600.0) and 300.0 < held < KEEP_WARM_MAX_SECONDS
+    assert keep_warm_seconds(running, {}, at_price(5.0), policy, at) == {}
+    assert keep_warm_seconds(running, {}, states, policy, at, equal_share=True) == {}
+    room = {"rtx4090": 2, "h100": 0}  # the plan keeps 1 of the 4 running GPUs: 3 would be kept, 2 are free
+    assert keep_warm_seconds(running, {"rtx4090": 1}, states, policy, at, room) == {} and room["rtx4090"] == 2
+    room = {"rtx4090": 3}
+    assert keep_warm_seconds(running, {"rtx4090": 1}, states, policy, at, room) == {"rtx4090": KEEP_WARM_MAX_SECONDS}
+    assert room["rtx4090"] == 0  # taken: a second service is not kept there too
+    assert keep_warm_seconds({"rtx4090": CurrentPlacement(4, 1, 0)}, {}, states, policy, at) == {}
+
+
+def test_a_dip_releases_the_rented_h100s_after_the_window_and_the_owned_4090s_after_the_half_hour():
+    """The stabiliser with keep_warm_seconds' windows: a plan that drops both pools moves the H100s after 300 s
+    of it and the RTX 4090s (owned, cheap to keep) only after KEEP_WARM_MAX_SECONDS."""
+    from kilowatt.decide import KEEP_WARM_MAX_SECONDS
+    from kilowatt.planner.stabiliser import PoolUnits, ScalingPolicy, Stabiliser
+
+    stabiliser, policy = Stabiliser(), ScalingPolicy(scale_down_window_seconds=300.0, max_scale_down_step=8)
+    windows = {"rtx4090": KEEP_WARM_MAX_SECONDS, "h100": 300.0}
+    current = {"rtx4090": PoolUnits(4, 4, 1.8), "h100": PoolUnits(2, 2, 19.0)}
+    stabiliser.step("s", {"rtx4090": 4, "h100": 2}, current, 10.0, 0.0, policy, down_window_seconds=windows)
+    moved_at = {}
+    for t in range(15, 2000, 15):
+        out = stabiliser.step("s", {"rtx4090": 0, "h100": 1}, current, 10.0, float(t), policy,
+                              down_window_seconds=windows).units
+        for pool in current:
+            if out[pool] < current[pool].desired:
+                moved_at.setdefault(pool, t)
+    assert 300 <= moved_at["h100"] < 330 and KEEP_WARM_MAX_SECONDS <= moved_at["rtx4090"] < KEEP_WARM_MAX_SECONDS + 30

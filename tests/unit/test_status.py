@@ -128,6 +128,10 @@ def test_mode_off_leaves_deployments_alone_even_with_metrics():
 
 
 def test_a_scale_down_waits_out_the_window_as_a_typed_hold():
+    from kilowatt.api.v1alpha1 import RoutingMode
+    from kilowatt.decide import keep_warm_seconds
+    from kilowatt.planner.stabiliser import ScalingPolicy
+
     pools, svc = _objects()
     states = {name: pool_state(p, p.spec.max_gpus) for name, p in pools.items()}
     decider = Decider()
@@ -138,7 +142,12 @@ def test_a_scale_down_waits_out_the_window_as_a_typed_hold():
     later = decider.decide(T0 + timedelta(seconds=15), 15.0, [ServiceInput.of(svc, running, quiet)], pools,
                            states).decisions[svc.key]
     downs = [h for h in later.holds if isinstance(h, DownWindow)]
-    assert downs and all(h.window_seconds == svc.spec.scaling.scale_down_stabilization_seconds for h in downs)
+    # The service's window, or longer where keeping the replicas through the dip costs little (keep_warm_seconds:
+    # owned GPUs behind weighted routes).
+    windows = keep_warm_seconds(running, {}, states, ScalingPolicy(scale_down_window_seconds=300.0), T0, None,
+                                svc.spec.routing.mode is RoutingMode.SERVICE)
+    assert svc.spec.scaling.scale_down_stabilization_seconds == 300.0
+    assert downs and all(h.window_seconds == windows.get(h.pool, 300.0) for h in downs)
     assert later.desired == {p: c.replicas for p, c in running.items()} | {
         p: n for p, n in later.desired.items() if p not in running}
     assert "Held: " in later.reason and str(downs[0]) in later.reason

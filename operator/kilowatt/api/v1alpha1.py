@@ -466,8 +466,13 @@ class Scaling(_Model):
     max_scale_up_step: int = Field(default=8, ge=1, le=10000, description="Most replicas added per pool per step.")
     max_scale_down_step: int = Field(default=1, ge=1, le=10000, description="Most replicas removed per pool per step.")
     burst_headroom: float = Field(
-        default=0.2, ge=0, le=10, description="Extra capacity over observed demand, as a fraction (0.2 = 20%)."
+        default=0.2, ge=0, le=10, description="Extra capacity over observed demand, as a fraction (0.2 = 20%): "
+        "the most kilowatt plans with (less while the SLO's error budget is under-spent: spendErrorBudget)."
     )
+    spend_error_budget: bool = Field(
+        default=True, description="Lower burstHeadroom step by step (to none) while fewer requests miss the SLO "
+        "than its percentile allows, and restore it at once when they miss faster (docs/concepts.md, the error "
+        "budget). false: always plan with burstHeadroom.")
     scale_to_zero: bool = Field(default=False, description="Allow zero replicas when there is no traffic.")
 
 
@@ -624,6 +629,10 @@ class InferenceServiceStatus(_Model):
     forecast: str | None = Field(
         default=None, description="What the seasonal forecast expects within the next start-up time (from two "
         "days of the service's own history on; planned for when it is above what runs now).")
+    burst_headroom: float | None = Field(
+        default=None, description="The burst headroom planned with now, a fraction of demand: spec.scaling."
+        "burstHeadroom, lowered step by step while the SLO's error budget is under-spent and restored at once when "
+        "it burns (scaling.spendErrorBudget; the decision's reason says why).")
     last_decision: Decision | None = None
     conditions: list[dict[str, Any]] = Field(default_factory=list)
     observed_generation: int | None = None

@@ -103,6 +103,7 @@ def service_status(
         co2_kg_per_day=round(cost.co2_grams_per_hour * HOURS_PER_DAY / GRAMS_PER_KILOGRAM, 3)
         if any(p in pools and carbon_source_from_spec(pools[p].spec.cost) is not None for p in desired) else None,
         forecast=decision.forecast.describe() if decision.forecast is not None else None,
+        burst_headroom=decision.headroom.fraction if decision.headroom is not None else None,
         last_decision=(LastDecision(time=iso(now), reason=decision.reason) if decision.changed or not last
                        else LastDecision.model_validate(last)),
         conditions=conditions,

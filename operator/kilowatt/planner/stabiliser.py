@@ -2,7 +2,8 @@
 
 Like the HPA's behaviour field: a scale-up goes to the *lowest* recommendation of the up-window (0 s: at once),
 a scale-down to the *highest* recommendation of the down-window, so a dip must last the whole window before
-capacity goes. Steps are bounded per pool. A scale-down that would leave less *ready* capacity than the
+capacity goes (a pool may be given a longer window: ``down_window_seconds``, the Decider's warm replicas that
+cost cents). Steps are bounded per pool. A scale-down that would leave less *ready* capacity than the
 traffic needs right now (replacements still starting) is held until they are ready.
 
 State is the recommendation history, in memory: after an operator restart the down-window starts again, which
@@ -59,16 +60,20 @@ class Stabiliser:
         policy: ScalingPolicy,
         units: dict[str, int] | None = None,
         equal_share: bool = False,
+        down_window_seconds: dict[str, float] | None = None,
     ) -> Step:
         """``served_rps``: the traffic the ready capacity serves now (what a scale-down may not cut below).
         ``units``: when counts are GPUs rather than replicas, the GPUs of one replica per pool; the step
         bounds (in replicas) are scaled by it and the holds say GPUs. ``equal_share``: the replicas sit behind
-        a plain Service, so ready capacity is ready replicas x the slowest ready replica's capacity."""
+        a plain Service, so ready capacity is ready replicas x the slowest ready replica's capacity.
+        ``down_window_seconds``: per pool, a scale-down window in place of the policy's."""
         history = self._history[service]
         unit = lambda p: (units or {}).get(p, 1)  # noqa: E731
         what = " GPUs" if units else ""
         history.append((now_seconds, dict(recommended)))
-        horizon = max(policy.scale_up_window_seconds, policy.scale_down_window_seconds)
+        down_window = lambda p: (down_window_seconds or {}).get(p, policy.scale_down_window_seconds)  # noqa: E731
+        horizon = max(policy.scale_up_window_seconds, policy.scale_down_window_seconds,
+                      *(down_window_seconds or {}).values())
         # Keep the newest entry older than the horizon too: with periods longer than the window the history must
         # still reach back, or a scale-down would wait for ever.
         while len(history) > 1 and history[1][0] <= now_seconds - horizon:
@@ -87,9 +92,9 @@ class Stabiliser:
                 if out[pool] < want:
                     holds.append(UpBounded(pool, now, out[pool], want, what))
             elif want < now:
-                window = [r.get(pool, 0) for t, r in history if t >= now_seconds - policy.scale_down_window_seconds]
+                window = [r.get(pool, 0) for t, r in history if t >= now_seconds - down_window(pool)]
                 # Only a recommendation that has held for the whole window counts: history must reach back.
-                covered = history[0][0] <= now_seconds - policy.scale_down_window_seconds
+                covered = history[0][0] <= now_seconds - down_window(pool)
                 target = max(window) if covered else now
                 if equal_share and target == 0:
                     # Leaving a pool behind a plain Service goes whole: every replica gets an equal share, so
@@ -99,7 +104,7 @@ class Stabiliser:
                     continue
                 out[pool] = max(min(now, target), now - policy.max_scale_down_step * unit(pool))
                 if out[pool] > want:
-                    holds.append(DownWindow(pool, now, out[pool], want, policy.scale_down_window_seconds, what))
+                    holds.append(DownWindow(pool, now, out[pool], want, down_window(pool), what))
             else:
                 out[pool] = now
 

@@ -52,7 +52,8 @@ FORECAST_BEYOND_STARTUP_SECONDS = 300.0
 DEGREE_HOLD_SECONDS = 3600.0
 # A replica is kept through a dip while keeping it has cost under KEEP_WARM_USD (at full load), up to
 # KEEP_WARM_MAX_SECONDS: an owned RTX 4090's energy above idle at $0.10/kWh (~4 cents an hour) keeps it for the
-# half hour; a rented H100 ($2.49/h) is kept for the service's own window, as before (keep_warm_seconds).
+# half hour; a rented H100 ($2.49/h) is kept for the service's own window, as before (keep_warm_seconds). The 5 cents
+# are a judgement, not a measurement: a warm replica is worth what the load's coming back within a start-up costs.
 KEEP_WARM_USD = 0.05
 KEEP_WARM_MAX_SECONDS = 1800.0
 
@@ -364,7 +365,8 @@ class Decider:
                                     served_rps, clock_seconds, policy, units=degree, equal_share=item.state.equal_share,
                                     down_window_seconds=keep_warm_seconds(
                                         current, {p: n * degree[p] for p, n in recommended.items()}, pool_states,
-                                        policy, now, room, item.state.equal_share))
+                                        policy, now, room, item.state.equal_share, item.state.allowed_pools,
+                                        item.state.max_replicas))
         desired = {}
         for p, gpus in step.units.items():
             if p not in pools:
@@ -389,20 +391,25 @@ class Decider:
 
 def keep_warm_seconds(current: Mapping[str, CurrentPlacement], recommended_gpus: Mapping[str, int],
                       pool_states: Mapping[str, PoolState], policy: ScalingPolicy, at: datetime,
-                      room: dict[str, int] | None = None, equal_share: bool = False) -> dict[str, float]:
+                      room: dict[str, int] | None = None, equal_share: bool = False,
+                      allowed_pools: tuple[str, ...] = (), max_replicas: int | None = None) -> dict[str, float]:
     """Per pool where the service's replicas serve, how long a dip must last before they go: the service's
     scale-down window, or longer where keeping a replica through the dip costs little — until it has cost
     KEEP_WARM_USD (at full load), at most KEEP_WARM_MAX_SECONDS. An owned GPU's replica costs only its energy above
     idle (a few cents an hour), and one released at the top of a dip is missed for a whole start-up when the load
     comes back. Only behind capacity-weighted routes (``equal_share`` False: behind a plain Service a slow replica
     kept takes an equal share of every request), and only where the plan leaves the pool ``room`` (free GPUs per
-    pool, taken from as replicas are kept: another service's plan is never kept out)."""
+    pool, taken from as replicas are kept: another service's plan is never kept out), and never on a pool the
+    service may no longer use (``allowed_pools``: the spec's ``pools``; empty: any), nor above its
+    ``max_replicas``: a spec that asks for less is obeyed after the service's own window."""
     out: dict[str, float] = {}
-    if equal_share:
+    if equal_share or (max_replicas is not None and sum(c.replicas for c in current.values()) > max_replicas):
         return out
     for p, c in current.items():
         state = pool_states.get(p)
         if state is None or c.ready <= 0:  # nothing of it serves (starting, or Pending): nothing warm to keep
+            continue
+        if allowed_pools and p not in allowed_pools:
             continue
         usd_per_hour = state.economics.marginal_cost(c.tensor_parallel, 1.0, at).objective_usd_per_hour
         hold = KEEP_WARM_MAX_SECONDS if usd_per_hour <= 0 else KEEP_WARM_USD / usd_per_hour * 3600.0

@@ -233,6 +233,11 @@ def test_an_owned_replica_is_kept_through_a_dip_while_keeping_it_costs_cents_and
     assert keep_warm_seconds(running, {"rtx4090": 1}, states, policy, at, room) == {"rtx4090": KEEP_WARM_MAX_SECONDS}
     assert room["rtx4090"] == 0  # taken: a second service is not kept there too
     assert keep_warm_seconds({"rtx4090": CurrentPlacement(4, 1, 0)}, {}, states, policy, at) == {}
+    # A pool taken out of the spec's pools goes after the service's own window.
+    assert keep_warm_seconds(running, {}, states, policy, at, allowed_pools=("h100",)) == {}
+    # So does a service above a replicas.max lowered since (6 run, 4 allowed).
+    assert keep_warm_seconds(running, {}, states, policy, at, max_replicas=4) == {}
+    assert keep_warm_seconds(running, {}, states, policy, at, max_replicas=6) == {"rtx4090": KEEP_WARM_MAX_SECONDS}
 
 
 def test_a_dip_releases_the_rented_h100s_after_the_window_and_the_owned_4090s_after_the_half_hour():

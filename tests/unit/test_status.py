@@ -193,3 +193,19 @@ def test_a_service_whose_only_replica_cannot_be_scheduled_moves_rather_than_wait
     down = Decider().decide(T0, 0.0, [ServiceInput.of(svc, pending, None, unschedulable=frozenset({"rtx4090"}))], pools, full,
                             "Prometheus down").decisions[svc.key]
     assert down.held  # Prometheus unreadable: nothing is known, nothing moves
+
+
+def test_status_says_the_headroom_planned_with_and_the_reason_why_it_is_lower():
+    from kilowatt.budget import Headroom
+
+    pools, svc = _objects()
+    lowered = Decision({"h100": 1}, {"h100": 1}, "1×H100-SXM serve 20 req/s (+5% headroom ...).", None, changed=True,
+                       headroom=Headroom(0.05, 0.2, 0.9991, 0.05))
+    status, _ = service_status(_item(svc), lowered, COST, {}, pools, None, T0)
+    assert status["burstHeadroom"] == 0.05
+    assert status["lastDecision"]["reason"].endswith(
+        "Headroom 5% of the spec's 20%: 99.91% of the last hour's requests within the SLO, 5.0% may miss.")
+    spec_s = Decision({"h100": 1}, {"h100": 1}, "1×H100-SXM serve 20 req/s.", None, changed=True)
+    status, _ = service_status(_item(svc), spec_s, COST, {}, pools, None, T0)
+    assert "burstHeadroom" not in status or status["burstHeadroom"] is None
+    assert "Headroom" not in status["lastDecision"]["reason"]

@@ -618,7 +618,8 @@ class InferenceServiceStatus(_Model):
     desired_replicas: int | None = Field(default=None, description="Replicas kilowatt wants, all pools.")
     ready_replicas: int | None = Field(default=None, description="Replicas serving, all pools.")
     observed: ObservedLoad | None = Field(default=None, description="Load and latency over the last window.")
-    slo_attainment: float | None = Field(default=None, description="Fraction of recent requests within the SLO.")
+    slo_attainment: float | None = Field(default=None, description="Fraction of recent requests within the SLO "
+                                         "(at least: a request may miss both TTFT and TPOT).")
     slo_met: str | None = Field(default=None, description="True, False or Unknown.")
     cost_per_hour_usd: float | None = Field(default=None, description="Hardware plus energy now, USD per hour.")
     power_watts: float | None = Field(default=None, description="Power at the wall now (PUE included), watts.")

@@ -39,3 +39,13 @@ def share_below(target: float, buckets: list[tuple[float, float]]) -> float | No
             return (lower_count + (count - lower_count) * fraction) / total
         lower_bound, lower_count = bound, count
     return 1.0
+
+
+def within_all(shares: list[float | None]) -> float | None:
+    """The share of requests within every target, at least, from each target's share alone: a request may miss
+    several, so 1 - the sum of the misses (never below 0). Separate histograms cannot tell more; the lower of the
+    shares would be the most it can be, and an SLO read on it would count up to one miss in two as met."""
+    known = [x for x in shares if x is not None]
+    if not known:
+        return None
+    return max(0.0, 1.0 - sum(1.0 - x for x in known))

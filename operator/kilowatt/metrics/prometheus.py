@@ -29,7 +29,7 @@ from collections import defaultdict
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from kilowatt.metrics.histogram import quantile, share_below
+from kilowatt.metrics.histogram import quantile, share_below, within_all
 from kilowatt.metrics.source import (
     Observations,
     PoolLatency,
@@ -228,8 +228,7 @@ def _service(ref: ServiceRef, series: _Attributed, window_seconds: float = 60.0)
     prompt = sum(_by_pool(series.of("prompt_tokens", ref)).values())
     generated = sum(_by_pool(series.of("generation_tokens", ref)).values())
     all_ttft, all_tpot = _merge(ttft), _merge(tpot)
-    shares = [x for x in (share_below(ref.ttft_seconds, all_ttft), share_below(ref.tpot_seconds, all_tpot))
-              if x is not None]
+    attainment = within_all([share_below(ref.ttft_seconds, all_ttft), share_below(ref.tpot_seconds, all_tpot)])
     by_pool = {
         pool: PoolLatency(r, quantile(q, ttft.get(pool, [])), quantile(q, tpot.get(pool, [])))
         for pool, r in requests.items()
@@ -241,7 +240,7 @@ def _service(ref: ServiceRef, series: _Attributed, window_seconds: float = 60.0)
         output_tokens_mean=generated / rps if rps > 0 else None,
         ttft_p_seconds=quantile(q, all_ttft),
         tpot_p_seconds=quantile(q, all_tpot),
-        slo_attainment=min(shares) if shares else None,
+        slo_attainment=attainment,
         running=sum(_by_pool(running).values()) if running else None,
         waiting=sum(_by_pool(waiting).values()) if waiting else None,
         kv_cache_usage=max(_by_pool(series.of("kv_cache", ref)).values(), default=None),

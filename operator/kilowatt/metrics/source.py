@@ -69,7 +69,7 @@ class ServiceObservation:
     output_tokens_mean: float | None
     ttft_p_seconds: float | None  # at the SLO's percentile
     tpot_p_seconds: float | None
-    slo_attainment: float | None  # share of requests within both targets (the lower of the two shares)
+    slo_attainment: float | None  # share of requests within both targets (from histograms: at least this, within_all)
     running: float | None = None
     waiting: float | None = None
     kv_cache_usage: float | None = None

@@ -51,9 +51,10 @@ FORECAST_BEYOND_STARTUP_SECONDS = 300.0
 # A tensor-parallel degree that just changed on a pool is held this long: no change back within the hour.
 DEGREE_HOLD_SECONDS = 3600.0
 # A replica is kept through a dip while keeping it has cost under KEEP_WARM_USD (at full load), up to
-# KEEP_WARM_MAX_SECONDS: an owned RTX 4090's energy above idle at $0.10/kWh (~4 cents an hour) keeps it for the
-# half hour; a rented H100 ($2.49/h) is kept for the service's own window, as before (keep_warm_seconds). The 5 cents
-# are a judgement, not a measurement: a warm replica is worth what the load's coming back within a start-up costs.
+# KEEP_WARM_MAX_SECONDS: an owned RTX 4090's energy above idle (382 W, PUE 1.4, $0.10/kWh: ~5 cents an hour)
+# keeps it the half hour; a rented H100 ($2.49/h) is kept for the service's own window, as before
+# (keep_warm_seconds). The 5 cents are a judgement, not a measurement: a warm replica is worth what the load's
+# coming back within a start-up would cost.
 KEEP_WARM_USD = 0.05
 KEEP_WARM_MAX_SECONDS = 1800.0
 

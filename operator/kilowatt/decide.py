@@ -362,10 +362,11 @@ class Decider:
             per_replica = self.capacity.replica(item.state, pool_states[p], k)[0] if p in pool_states else 0.0
             now_gpus[p] = PoolUnits(c.replicas * k, c.ready * k, per_replica / k, k)
         served_rps = item.data.requests_per_second if item.data else 0.0
-        step = self.stabiliser.step(item.key, {p: n * degree[p] for p, n in recommended.items()}, now_gpus,
+        recommended_gpus = {p: n * degree[p] for p, n in recommended.items()}
+        step = self.stabiliser.step(item.key, recommended_gpus, now_gpus,
                                     served_rps, clock_seconds, policy, units=degree, equal_share=item.state.equal_share,
                                     down_window_seconds=keep_warm_seconds(
-                                        current, {p: n * degree[p] for p, n in recommended.items()}, pool_states,
+                                        current, recommended_gpus, pool_states,
                                         policy, now, room, item.state.equal_share, item.state.allowed_pools,
                                         item.state.max_replicas))
         desired = {}

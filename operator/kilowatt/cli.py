@@ -29,6 +29,16 @@ def _parse_demand(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _non_negative_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: minutes cannot be negative")
+    return value
+
+
 def _parse_time(text: str | None) -> datetime:
     if text is None:
         return datetime.now(timezone.utc)
@@ -345,10 +355,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     service, routing = routed_as(service, args.routing)
     results = simulate(policies, workload, service, pools, prices, {}, start, args.period_seconds, args.seed,
                        quiet=args.quiet, routing=routing,
-                       engine_capacity=args.capacity == "engine")
+                       engine_capacity=args.capacity == "engine", lead_in_seconds=args.lead_in_minutes * 60.0)
     summary = {"service": service.key, "requests": len(workload), "durationHours": round(workload.duration_s / 3600, 4),
                "workload": workload.label, "start": start.isoformat(), "routing": routing,
-               "capacity": args.capacity,
+               "capacity": args.capacity, "leadInMinutes": args.lead_in_minutes,
                "policies": [r.to_json() for r in results]}
     if args.report:
         from kilowatt.twin.report import write_report
@@ -405,9 +415,11 @@ def cmd_simulate_fleet(args: argparse.Namespace) -> int:
         print(f"simulating a fleet of {len(members)} services, {total:,} requests over {horizon / 3600:.2f} h on "
               f"{', '.join(p.name for p in pools)}: {', '.join(policies)}", file=sys.stderr)
     results = simulate_fleet(policies, members, pools, prices, start, args.period_seconds, args.seed,
-                             quiet=args.quiet, engine_capacity=args.capacity == "engine")
+                             quiet=args.quiet, engine_capacity=args.capacity == "engine",
+                             lead_in_seconds=args.lead_in_minutes * 60.0)
     summary = {"services": [m.service.key for m in members], "requests": sum(len(m.workload) for m in members),
                "durationHours": round(horizon / 3600, 4), "start": start.isoformat(), "capacity": args.capacity,
+               "leadInMinutes": args.lead_in_minutes,
                "workloads": {m.service.key: m.workload.label for m in members},
                "policies": [r.to_json() for r in results]}
     if args.report:
@@ -593,6 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "each driven by its annotations twin.kilowatt.dev/trace, rate-curve, scale, shift-hours")
     p.add_argument("--data", default=str(data_dir), help="where --fleet's relative trace and curve paths are read")
     p.add_argument("--period-seconds", type=float, default=15.0, help="control period")
+    p.add_argument("--lead-in-minutes", type=_non_negative_minutes, default=60.0,  # twin.workload.LEAD_IN_SECONDS
+                   help="play the trace's last this many minutes first, unjudged, so that every policy starts as "
+                        "one that had been running does (replicas up, its history and budget warm); 0: a cold "
+                        "start at the trace's opening rate (default %(default)g)")
     p.add_argument("--routing", choices=["weighted", "service", "inferencepool"],
                    help="how the cluster routes, overriding the service's spec.routing.mode (the default): service "
                         "(one Service, equal shares), weighted (an HTTPRoute weighted by capacity) or inferencepool "

@@ -10,6 +10,8 @@ never to zero); a service without data and without replicas starts at its floor.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -31,6 +33,10 @@ from kilowatt.state import pool_state, service_state
 
 
 BACKLOG_SECONDS = 60.0
+# Latency is learned (the online correction) only over a window whose load held: the rates read over the last window
+# within this many standard deviations of chance, plus this share, of each other (Decider._steady).
+STEADY_SIGMAS = 3.0
+STEADY_SHARE = 0.25
 # Whether the operator plans on the engine-measured SLO capacity (the twin's truth, corrected online) or on the
 # analytic model corrected online. The engine: the planner's capacity is the twin's (benchmarks/RESULTS.md,
 # issue 12). Until a mix's curves are measured (CURVE_BUDGET_SECONDS a period) its figures are the analytic
@@ -112,6 +118,8 @@ class Decision:
     demand_rps: float = 0.0
     forecast: Expectation | None = None  # what the seasonal forecast expects (None: not enough history yet)
     headroom: Headroom | None = None  # the burst headroom planned with, spending the error budget (None: the spec's)
+    recurring_rps: float | None = None  # the rate held for because it keeps coming back faster than a start-up,
+    # where that, not the estimate, set the demand (DemandEstimator.recurring)
 
     @property
     def held(self) -> bool:
@@ -124,6 +132,9 @@ class Decision:
         if self.held:
             return "; ".join(str(h) for h in self.holds)
         text = self.explanation
+        if self.recurring_rps is not None:
+            text = (f"{text} Held for {self.recurring_rps:.2f} req/s: in the last hour the rate rose this far within"
+                    f" a replica's start-up, faster than replicas can follow.")
         if self.headroom is not None and self.headroom.fraction < self.headroom.ceiling:
             text = f"{text} Headroom {self.headroom.describe()}."
         if self.holds:
@@ -188,6 +199,8 @@ class Decider:
     # comes to run, it is not held (a later period, on measured curves, may change it at once).
     _provisional_degrees: dict[tuple[str, str], int] = field(default_factory=dict)
     _learned_at: dict[str, float] = field(default_factory=dict)  # service -> when its latency was last read
+    # service -> the windowed rates it was read at (time, req/s), two windows' worth: was the window's load steady?
+    _rates_read: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     first_period_curve_seconds: float = CURVE_FIRST_PERIOD_SECONDS
     _periods: int = 0  # periods decided since this Decider was made
 
@@ -202,6 +215,7 @@ class Decider:
         self.forecast.forget(key)
         self.budget.forget(key)
         self._learned_at.pop(key, None)
+        self._rates_read.pop(key, None)
         for table in (self.degrees, self._provisional_degrees):
             for k in [k for k in table if k[0] == key]:
                 del table[k]
@@ -227,6 +241,7 @@ class Decider:
         lead = max((p.spec.replica_startup_seconds for p in pools.values()), default=0.0)
         expected: dict[str, Expectation] = {}
         headrooms: dict[str, Headroom] = {}
+        recurring_rps: dict[str, float] = {}
         pool_names = sorted(pools)
         factors = self.correction.factors
         for item in services:
@@ -256,15 +271,25 @@ class Decider:
                 if mix is not None:
                     item = replace(item, state=replace(item.state, mix=mix))
                 self._learn(item, pools, clock_seconds)
+                share = 1.0
                 if item.service.spec.scaling.spend_error_budget:
-                    headrooms[item.key] = self.budget.headroom(
+                    headroom = headrooms[item.key] = self.budget.headroom(
                         item.key, clock_seconds, item.state.burst_headroom, item.state.percentile,
                         item.data.slo_attainment, rps, item.data.window_seconds)
+                    share = headroom.fraction / headroom.ceiling if headroom.ceiling > 0 else 1.0
+                recurring = self.demand.recurring(item.key, lead, item.state.percentile, share)
+                if recurring is not None:
+                    recurring_rps[item.key] = recurring
             corrections = tuple((p, *factors(item.key, p)) for p in pool_names)
             state = replace(item.state, demand_rps=max(0.0, demand), corrections=corrections,
                             degree_held=self._degrees_held(item, clock_seconds))
             if item.key in headrooms:
                 state = replace(state, burst_headroom=headrooms[item.key].fraction)
+            held_for = recurring_rps.get(item.key, 0.0) / (1.0 + state.burst_headroom)
+            if held_for > state.demand_rps:  # a burst that recurs is planned for at its own rate, no headroom on it
+                state = replace(state, demand_rps=held_for)
+            else:
+                recurring_rps.pop(item.key, None)
             if item.stuck_pools:  # spill: where its Pods cannot be scheduled, plan it elsewhere if it may go
                 allowed = tuple(p for p in (item.state.allowed_pools or sorted(pools)) if p not in item.stuck_pools)
                 state = replace(state, allowed_pools=allowed) if allowed else state
@@ -278,7 +303,9 @@ class Decider:
         for item, state in planned:
             out.decisions[item.key] = decision = replace(
                 self._stabilise(item, out.plan.service(item.key), state.demand_rps, clock_seconds, pools,
-                                pool_states, now, room), forecast=expected.get(item.key), headroom=headrooms.get(item.key))
+                                pool_states, now, room),
+                forecast=expected.get(item.key), headroom=headrooms.get(item.key),
+                recurring_rps=recurring_rps.get(item.key))
             provisional = item.key in self.capacity.provisional_services
             for pool, k in decision.tensor_parallel.items():
                 if provisional:
@@ -327,7 +354,9 @@ class Decider:
         # Requests not seen before: windows overlap when periods are shorter than the metrics window.
         last = self._learned_at.get(item.key)
         self._learned_at[item.key] = clock_seconds
-        if data is None or (data.waiting is not None and data.waiting > max(1.0, float(ready))):
+        if data is None or not self._steady(item.key, clock_seconds, data.requests_per_second, data.window_seconds):
+            return
+        if data.waiting is not None and data.waiting > max(1.0, float(ready)):
             return
         fresh_s = data.window_seconds if last is None else min(data.window_seconds, max(0.0, clock_seconds - last))
         for pool_name, latency in data.by_pool.items():
@@ -341,6 +370,23 @@ class Decider:
                                     tpot, latency.tpot_p_seconds, requests=latency.requests_per_second * fresh_s,
                                     percentile=item.state.percentile,
                                     window_requests=latency.requests_per_second * data.window_seconds)
+
+    def _steady(self, key: str, clock_seconds: float, rps: float, window_seconds: float) -> bool:
+        """Whether the window's load held throughout, so that its latency percentiles were read at its mean rate:
+        every rate read since a window before (that one included) agrees with the others within chance
+        (STEADY_SIGMAS of two windows' Poisson counts) and STEADY_SHARE. A burst inside the window (the code
+        trace's 72 req/s minute after two idle ones) gives its requests the latency of the burst's load and the
+        window the mean's; read as slower GPUs, it made the H100s look twice as slow as they are for minutes after
+        it (a TPOT factor of 2.05, and 31 H100s planned for a load 12 serve at 99.9 %), so it teaches nothing."""
+        history = self._rates_read.setdefault(key, deque())
+        history.append((clock_seconds, rps))
+        while len(history) > 2 and history[1][0] <= clock_seconds - window_seconds:
+            history.popleft()
+        if clock_seconds - history[0][0] < window_seconds * 0.75:
+            return True  # no rate read a window back yet (a new service, a restart): nothing says it moved
+        low, high = min(r for _, r in history), max(r for _, r in history)
+        sigma = math.sqrt((low + high) * window_seconds) / window_seconds if window_seconds > 0 else 0.0
+        return high - low <= STEADY_SIGMAS * sigma + STEADY_SHARE * high
 
     def _stabilise(self, item: ServiceInput, sp, demand_rps: float, clock_seconds: float,
                    pools: dict[str, AcceleratorPool], pool_states: dict[str, PoolState], now: datetime,

@@ -258,3 +258,56 @@ def test_a_dip_releases_the_rented_h100s_after_the_window_and_the_owned_4090s_af
             if out[pool] < current[pool].desired:
                 moved_at.setdefault(pool, t)
     assert 300 <= moved_at["h100"] < 330 and KEEP_WARM_MAX_SECONDS <= moved_at["rtx4090"] < KEEP_WARM_MAX_SECONDS + 30
+
+
+def _latency_learned(rates: list[float], slow_from: int) -> tuple[float, float]:
+    """The correction a Decider learns for a service running 4 RTX 4090 replicas, read every 15 s over a 60-s
+    window: latency as the model predicts until period ``slow_from``, three times it from then on."""
+    from kilowatt.metrics.source import PoolLatency
+
+    pools, services = load_objects([EXAMPLES])
+    svc = services[0]
+    by_name = {p.name: p for p in pools}
+    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    decider = Decider()
+    decider.capacity.latency = lambda *args: (0.5, 0.05)  # the model's prediction, whatever the load
+    current = {"rtx4090": CurrentPlacement(4, 1, 4)}
+    start = datetime(2024, 7, 16, 7, tzinfo=timezone.utc)
+    for i, rps in enumerate(rates):
+        slow = 3.0 if i >= slow_from else 1.0
+        obs = ServiceObservation(rps, 1155.0, 211.0, 0.5 * slow, 0.05 * slow, None, running=4.0, waiting=0.0,
+                                 by_pool={"rtx4090": PoolLatency(rps, 0.5 * slow, 0.05 * slow)}, window_seconds=60.0)
+        decider.decide(start + timedelta(seconds=15 * i), 15.0 * i, [ServiceInput.of(svc, current, obs)], by_name,
+                       states)
+    return decider.correction.factors(svc.key, "rtx4090")
+
+
+def test_a_burst_inside_the_metrics_window_is_not_learned_as_slower_gpus():
+    # A burst from 2 to 30 req/s and back, as a 60-s window reads it: its requests' latency is the burst's (3x the
+    # model at the window's mean rate), the window's rate a ramp. Steady before and after.
+    burst = [2.0] * 12 + [9.0, 16.0, 23.0, 30.0, 23.0, 16.0, 9.0] + [2.0] * 2
+    assert _latency_learned(burst, slow_from=12) == (1.0, 1.0)
+    # The same slowness at a steady load is the GPUs' and is learned.
+    ttft, tpot = _latency_learned([2.0] * 21, slow_from=12)
+    assert ttft > 1.5 and tpot > 1.5
+
+
+def test_bursts_that_come_back_faster_than_a_startup_are_held_for_in_the_lulls_and_the_reason_says_so():
+    pools, services = load_objects([EXAMPLES])
+    svc = services[0]
+    by_name = {p.name: p for p in pools}
+    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    decider = Decider()
+    start = datetime(2024, 7, 16, 7, tzinfo=timezone.utc)
+    current: dict[str, CurrentPlacement] = {}
+    d = None
+    for t in range(0, 3600, 15):  # 30 req/s for two periods every five minutes, 2 req/s between
+        rps = 30.0 if t % 300 in (150, 165) else 2.0
+        obs = ServiceObservation(rps, 1155.0, 211.0, None, None, None, window_seconds=60.0)
+        d = decider.decide(start + timedelta(seconds=t), float(t), [ServiceInput.of(svc, current, obs)], by_name,
+                           states).decisions[svc.key]
+        current = {p: CurrentPlacement(n, d.tensor_parallel[p], n) for p, n in d.desired.items() if n > 0}
+    headroom = svc.spec.scaling.burst_headroom
+    assert d.recurring_rps == pytest.approx(30.0)  # a lull: what comes back is planned for, not 2 req/s
+    assert d.demand_rps == pytest.approx(30.0 / (1.0 + headroom))  # at its own rate: the headroom is not added
+    assert "Held for 30.00 req/s" in d.reason

@@ -115,6 +115,39 @@ def test_a_rise_kept_over_two_windows_is_projected_over_the_startup_time():
     assert got == pytest.approx(22.0 + 120 / 15)
 
 
+def _bursts(est: DemandEstimator, key: str, until_s: int) -> None:
+    """The code trace's shape, read over a 60-s window every 15 s: 70 req/s for two periods every five minutes,
+    2 req/s between — bursts shorter than a 120-s start-up."""
+    for t in range(0, until_s, 15):
+        est.update(key, float(t), 70.0 if t % 300 in (150, 165) else 2.0, lead_seconds=120, window_seconds=60)
+
+
+def test_bursts_shorter_than_a_startup_are_held_for_between_them():
+    est = DemandEstimator()
+    _bursts(est, "s", 15 * 19)
+    assert est.recurring("s", 120.0, 99.0) is None  # under five minutes of rates: not believed yet
+    _bursts(est, "s", 3600)  # an hour of them; the last rate read is a lull's
+    held = est.recurring("s", 120.0, 99.0)
+    assert held == pytest.approx(70.0)  # the lull plus the rise that came within a start-up, at most the peak
+    assert est.recurring("s", 120.0, 99.0, share=0.5) == pytest.approx(2.0 + 0.5 * 68.0)
+    assert est.recurring("s", 120.0, 99.0, share=0.0) == pytest.approx(2.0)
+    # Half the moments were followed by no burst within a start-up: the median rise is none.
+    assert est.recurring("s", 120.0, 50.0) == pytest.approx(2.0)
+
+
+def test_a_smooth_ramp_adds_only_what_it_rose_within_a_startup_and_never_beyond_the_peak():
+    est = DemandEstimator()
+    for t in range(0, 3600, 15):  # +1 req/s a minute
+        est.update("s", float(t), 10.0 + t / 60.0, lead_seconds=120, window_seconds=60)
+    assert est.recurring("s", 120.0, 99.0) == pytest.approx(10.0 + 3585 / 60.0)  # at a new high: the high itself
+    for t in range(3600, 4200, 15):  # then a fall
+        est.update("s", float(t), 69.75 - (t - 3600) / 60.0, lead_seconds=120, window_seconds=60)
+    latest = 69.75 - 585 / 60.0
+    assert est.recurring("s", 120.0, 99.0) == pytest.approx(latest + 2.0)  # the ramp's two minutes' rise
+    est.forget("s")
+    assert est.recurring("s", 120.0, 99.0) is None
+
+
 def _objects():
     service = InferenceService.model_validate(yaml.safe_load((EXAMPLES / "llama3-8b.yaml").read_text()))
     pool = AcceleratorPool.model_validate(yaml.safe_load((EXAMPLES / "pool-rtx4090.yaml").read_text()))

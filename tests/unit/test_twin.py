@@ -67,6 +67,31 @@ def test_every_policy_serves_every_request_and_pays_for_its_gpu_hours(examples, 
                                            + r.owned_hardware_usd)
 
 
+def test_a_lead_in_plays_the_traces_end_first_and_only_the_trace_is_judged(examples, conv):
+    pools, service = examples
+    w = small(conv, 10, 2.0)
+    played, lead = w.with_lead_in(3600.0, 15.0)
+    assert lead == 600.0  # a trace shorter than the lead-in stands for the time before it
+    assert len(played) == 2 * len(w) and played.duration_s == w.duration_s + lead
+    np.testing.assert_array_equal(played.arrival_s[len(w):], w.arrival_s + lead)
+    longer = small(conv, 95)
+    played, lead = longer.with_lead_in(3600.0, 15.0)
+    tail = longer.arrival_s >= longer.duration_s - 3600.0
+    assert lead == 3600.0 and len(played) == len(longer) + tail.sum()
+    np.testing.assert_array_equal(played.input_tokens[:tail.sum()], longer.input_tokens[tail])
+    # Judged on the trace alone: its requests, its time. A placement that never changes costs the same with or
+    # without the lead-in before it, and its samples start at the trace's first period.
+    warm = run_policy("static-peak", w, service, pools, {}, {}, START)
+    cold = run_policy("static-peak", w, service, pools, {}, {}, START, lead_in_seconds=0.0)
+    assert warm.requests == cold.requests == len(w) and warm.dropped == 0
+    assert warm.gpu_hours == pytest.approx(cold.gpu_hours) and sum(warm.gpu_hours.values()) > 0
+    assert warm.hardware_usd == pytest.approx(cold.hardware_usd)
+    assert warm.samples[0].t_s == cold.samples[0].t_s == 15.0
+    assert warm.samples[-1].t_s == cold.samples[-1].t_s
+    kilowatt = run_policy("kilowatt", w, service, pools, {}, {}, START)
+    assert kilowatt.requests == len(w) and kilowatt.decisions <= len(warm.samples)
+
+
 def test_each_request_arrives_once_and_finishes_once(examples, conv):
     pools, service = examples
     w = small(conv, 6, 2.0)
@@ -214,6 +239,7 @@ def test_simulate_cli_contract_and_report(tmp_path):
     data = json.loads(out.stdout)
     names = [p["name"] for p in data["policies"]]
     assert names == ["kilowatt", "hpa-h100", "lower-bound"]
+    assert data["leadInMinutes"] == 60.0  # the default: every policy starts as one that had been running
     keys = {"name", "requests", "costUsd", "hardwareUsd", "energyUsd", "energyKwh", "costPerMillionTokensUsd",
             "sloAttainment", "ttftP95Ms", "tpotP95Ms", "gpuHours"}
     for p in data["policies"]:
@@ -225,6 +251,12 @@ def test_simulate_cli_contract_and_report(tmp_path):
                  "policy-comparison.png"):
         assert (tmp_path / name).stat().st_size > 1000
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+
+
+def test_simulate_cli_refuses_a_negative_lead_in():
+    out = subprocess.run([sys.executable, "-m", "kilowatt.cli", "simulate", "--lead-in-minutes", "-5"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--lead-in-minutes" in out.stderr and "cannot be negative" in out.stderr
 
 
 def test_simulate_cli_errors_are_one_line(tmp_path):

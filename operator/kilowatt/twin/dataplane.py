@@ -166,6 +166,8 @@ class DataPlane:
         self.now = 0.0
         self.accounts = Accounts(gpu_hours={p.name: 0.0 for p in pools})
         self.samples: list[Sample] = []
+        self.measured_from = 0  # the first request the run is judged on (after a lead-in: begin_measuring)
+        self.measured_from_s = 0.0  # and the time it begins (samples' times count from it)
         self.router: Router | None = None
         self._recent: deque[tuple[float, np.ndarray]] = deque()
         self._power_by_pool: dict[str, float] = {}
@@ -423,7 +425,7 @@ class DataPlane:
             if sum(per_replica) > 0:
                 self.accounts.stranded_usd += cost_rate * dt / SECONDS_PER_HOUR * (1.0 - reachable / sum(per_replica))
         self.samples.append(Sample(
-            t1, arrived / dt, {p: len(rs) for p, rs in self.replicas.items()},
+            t1 - self.measured_from_s, arrived / dt, {p: len(rs) for p, rs in self.replicas.items()},
             {p: sum(r.gpus for r in rs) for p, rs in self.replicas.items()},
             {p: sum(1 for r in rs if r.ready_at <= t1) for p, rs in self.replicas.items()}, cost_rate, power_wall,
             prices, float(np.percentile(ttft, 95)) if len(ttft) else None,
@@ -447,6 +449,15 @@ class DataPlane:
         for replicas in self.replicas.values():
             for r in replicas:
                 r.ready_at = r.t = r.created_at = r.charged_until = 0.0
+
+    def begin_measuring(self, first_request: int) -> None:
+        """The lead-in is over (kilowatt.twin.workload.LEAD_IN_SECONDS): from now on the run is judged — its
+        accounts and samples start again at zero, and its attainment counts requests from ``first_request`` on.
+        What runs, what queues and what the policy learned carry over, as they would in a cluster."""
+        self.accounts = Accounts(gpu_hours={p: 0.0 for p in self.pools})
+        self.samples = []
+        self.measured_from = first_request
+        self.measured_from_s = self.now
 
     def finished_last_period(self) -> np.ndarray:
         """Indices of the requests that finished in the last ``advance``."""

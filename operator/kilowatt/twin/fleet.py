@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -51,7 +51,14 @@ from kilowatt.twin.policies import (
     PolicyUnavailable,
     make_policy,
 )
-from kilowatt.twin.simulate import PolicyResult, opening_rps, run_periods, summarise, tune_hpa
+from kilowatt.twin.simulate import (
+    LEAD_IN_SECONDS,
+    PolicyResult,
+    opening_rps,
+    run_periods,
+    summarise,
+    tune_hpa,
+)
 from kilowatt.twin.workload import TraceError, Workload, read_rate_curve, read_requests, shaped
 
 TRACE = "twin.kilowatt.dev/trace"  # per-request CSV (timestamp_s,input_tokens,output_tokens)
@@ -146,7 +153,17 @@ class Fleet:
         self.accounts = Accounts(gpu_hours={p.name: 0.0 for p in pools})  # owned pools, paid once
         self.samples: list[FleetSample] = []
         self.now = 0.0
+        self.measured_from_s = 0.0
         self.duration_s = max(m.workload.duration_s for m in members)
+
+    def begin_measuring(self, first_requests: dict[str, int]) -> None:
+        """The lead-in is over: every plane's run and the fleet's own accounts are judged from now on
+        (DataPlane.begin_measuring)."""
+        for key, plane in self.planes.items():
+            plane.begin_measuring(first_requests[key])
+        self.accounts = Accounts(gpu_hours={p.name: 0.0 for p in self.pools})
+        self.samples = []
+        self.measured_from_s = self.now
 
     @property
     def any_plane(self) -> DataPlane:
@@ -174,7 +191,7 @@ class Fleet:
                 idle = state.economics.idle_cost(max(0, state.gpus_max - held[state.name]), at)
                 cost += state.gpus_max * state.economics.usd_per_gpu_hour + idle.energy_usd_per_hour
         self.samples.append(FleetSample(
-            until, sum(plane.samples[-1].arrivals_rps for plane in self.planes.values()),
+            until - self.measured_from_s, sum(plane.samples[-1].arrivals_rps for plane in self.planes.values()),
             {p.name: sum(plane.samples[-1].gpus.get(p.name, 0) for plane in self.planes.values()) for p in self.pools},
             cost))
         self.now = until
@@ -438,12 +455,26 @@ class FleetResult:
 def run_fleet_policy(name: str, members: list[Member], pools: list[AcceleratorPool],
                      prices: dict[str, PriceSource], start: datetime, period_seconds: float = 15.0, seed: int = 0,
                      curves: CurveBook | None = None, engine_capacity: bool = True,
-                     progress: Callable[[str, float], None] | None = None) -> FleetResult:
+                     progress: Callable[[str, float], None] | None = None,
+                     lead_in_seconds: float = LEAD_IN_SECONDS) -> FleetResult:
     started = time.perf_counter()
     curves = curves if curves is not None else CurveBook.for_twin()
     policy = make_fleet_policy(name, period_seconds, prices, start, curves, engine_capacity)
-    fleet = Fleet(members, pools, prices, start, seed, policy.startup_override_seconds, curves, engine_capacity)
+    # Every member plays the same lead-in (kilowatt.twin.workload.LEAD_IN_SECONDS), so that their clocks agree.
+    lead_s = min([lead_in_seconds, *(m.workload.duration_s for m in members)])
+    played = {m.service.key: m.workload.with_lead_in(lead_s, period_seconds) for m in members}
+    lead_s = next(iter(played.values()))[1] if played else 0.0
+    first_requests = {m.service.key: len(played[m.service.key][0]) - len(m.workload) for m in members}
+    members = [Member(m.service, played[m.service.key][0]) for m in members]
+    fleet = Fleet(members, pools, prices, start - timedelta(seconds=lead_s), seed, policy.startup_override_seconds,
+                  curves, engine_capacity)
     policy.bind(fleet)
+    decisions_before = 0
+
+    def begin() -> None:
+        nonlocal decisions_before
+        fleet.begin_measuring(first_requests)
+        decisions_before = policy.decisions
 
     def apply(desired: dict[str, Desired]) -> None:
         # Scale-downs first, so that GPUs one service gives back are there for the others this period (the
@@ -455,10 +486,11 @@ def run_fleet_policy(name: str, members: list[Member], pools: list[AcceleratorPo
     for plane in fleet.planes.values():
         plane.warm_start()
     run_periods(name, fleet.duration_s, period_seconds, fleet.advance, lambda: apply(policy.decide()),
-                fleet.unfinished, progress)
+                fleet.unfinished, progress, lead_s, begin)
     wall = time.perf_counter() - started
     services = [summarise(key, plane, wall) for key, plane in fleet.planes.items()]
-    return FleetResult(name, services, fleet.accounts, fleet.samples, policy.decisions, wall, policy.detail)
+    return FleetResult(name, services, fleet.accounts, fleet.samples, policy.decisions - decisions_before, wall,
+                       policy.detail)
 
 
 def _growth(plane: DataPlane, desired: Desired) -> int:
@@ -468,7 +500,8 @@ def _growth(plane: DataPlane, desired: Desired) -> int:
 
 def simulate_fleet(policies: list[str], members: list[Member], pools: list[AcceleratorPool],
                    prices: dict[str, PriceSource], start: datetime, period_seconds: float = 15.0, seed: int = 0,
-                   quiet: bool = False, engine_capacity: bool = True) -> list[FleetResult]:
+                   quiet: bool = False, engine_capacity: bool = True,
+                   lead_in_seconds: float = LEAD_IN_SECONDS) -> list[FleetResult]:
     tty = sys.stderr.isatty()
 
     def progress(name: str, fraction: float) -> None:
@@ -482,7 +515,7 @@ def simulate_fleet(policies: list[str], members: list[Member], pools: list[Accel
     for name in policies:
         try:
             result = run_fleet_policy(name, members, pools, prices, start, period_seconds, seed, curves,
-                                      engine_capacity, None if quiet else progress)
+                                      engine_capacity, None if quiet else progress, lead_in_seconds)
         except PolicyUnavailable as exc:
             print(f"{chr(13) if tty else ''}  {name:14} skipped: {exc}", file=sys.stderr)
             continue

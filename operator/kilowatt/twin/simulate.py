@@ -1,9 +1,13 @@
 """Run policies over a workload in the twin and summarise what each cost and how its SLO held.
 
-Every policy sees the same requests (same seed), starts warm (replicas sized by its own rule for the trace's
-first minute, already serving), decides once per control period, and is charged for every replica that exists.
-After the last arrival the replicas drain; anything still unserved then is counted as dropped (and as missing
-the SLO). ``sloAttainment`` is the share of all requests whose TTFT and TPOT are both within the targets.
+Every policy sees the same requests (same seed), starts warm, decides once per control period, and is charged
+for every replica that exists. Starting warm means a lead-in (``LEAD_IN_SECONDS``): a policy that had been running
+before the trace began has replicas up, a demand history, windows and budgets that remember the hour before, so
+each run first plays the trace's last hour (all of it when shorter: a day's curve wraps around midnight, an
+hour's trace stands for the hour before it) from replicas sized by the policy's own rule for its opening rate,
+and is judged — cost, samples, attainment, decisions — from the trace's start on. After the last arrival the
+replicas drain; anything still unserved then is counted as dropped (and as missing the SLO). ``sloAttainment``
+is the share of all requests whose TTFT and TPOT are both within the targets.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -30,11 +34,11 @@ from kilowatt.twin.policies import (
     calibration_hour,
     make_policy,
 )
-from kilowatt.twin.workload import Workload
+from kilowatt.twin.workload import LEAD_IN_SECONDS, Workload
 
 DRAIN_LIMIT_SECONDS = 3600.0
-# The warm start: every policy begins sized for the mean arrival rate of the trace's first five minutes (the
-# default scale-down stabilisation window).
+# The warm start: every policy begins the lead-in sized for the mean arrival rate of its first five minutes (the
+# default scale-down stabilisation window), then runs the lead-in, unjudged: the hour a running service had behind it.
 WARM_WINDOW_SECONDS = 300.0
 SECONDS_PER_DAY = 86400.0
 TOKENS_PER_MILLION = 1e6
@@ -106,39 +110,55 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
                period_seconds: float = 15.0, seed: int = 0,
                progress: Callable[[str, float], None] | None = None, routing: str | None = None,
                curves: CurveBook | None = None, engine_capacity: bool = True,
-               policy: Policy | None = None) -> PolicyResult:
+               policy: Policy | None = None, lead_in_seconds: float = LEAD_IN_SECONDS) -> PolicyResult:
     """``routing``: how the cluster routes (None: the service's spec.routing.mode). ``curves``: the engine's
     latency curves, shared between the runs of one comparison (measured once, used by every policy).
-    ``engine_capacity``: every policy plans with the SLO capacity measured on the engine, not the analytic model."""
+    ``engine_capacity``: every policy plans with the SLO capacity measured on the engine, not the analytic model.
+    ``lead_in_seconds``: how much of the trace's end is played, unjudged, before it (0: none)."""
     started = time.perf_counter()
     service, routing = routed_as(service, routing)
     policy = policy or make_policy(name, service, pools, price_queries, period_seconds)
     if isinstance(policy, HpaPolicy) and policy.target_fraction is None:
         tune_hpa(policy, workload, service, pools, prices, start, period_seconds, routing, curves, engine_capacity)
-    plane = DataPlane(workload, service, pools, prices, start, seed=seed,
+    played, lead_s = workload.with_lead_in(lead_in_seconds, period_seconds)
+    first_request = len(played) - len(workload)
+    plane = DataPlane(played, service, pools, prices, start - timedelta(seconds=lead_s), seed=seed,
                       startup_override_seconds=policy.startup_override_seconds, routing=routing, curves=curves,
                       engine_capacity=engine_capacity)
     policy.bind(plane)
-    plane.apply(policy.decide(initial_rps=opening_rps(workload)))
-    plane.warm_start()  # what ran before the trace is already serving
-    run_periods(name, workload.duration_s, period_seconds, plane.advance, lambda: plane.apply(policy.decide()),
-                plane.unfinished, progress)
-    result = summarise(name, plane, time.perf_counter() - started, getattr(policy, "decisions", 0))
+    plane.apply(policy.decide(initial_rps=opening_rps(played)))
+    plane.warm_start()  # what ran before the lead-in is already serving
+    decisions_before = 0
+
+    def begin() -> None:
+        nonlocal decisions_before
+        plane.begin_measuring(first_request)
+        decisions_before = getattr(policy, "decisions", 0)
+
+    run_periods(name, played.duration_s, period_seconds, plane.advance, lambda: plane.apply(policy.decide()),
+                plane.unfinished, progress, lead_s, begin)
+    result = summarise(name, plane, time.perf_counter() - started, getattr(policy, "decisions", 0) - decisions_before)
     result.detail = getattr(policy, "detail", "")
     return result
 
 
 def run_periods(name: str, duration_s: float, period_seconds: float, advance: Callable[[float], None],
                 decide: Callable[[], None], unfinished: Callable[[], int],
-                progress: Callable[[str, float], None] | None) -> None:
+                progress: Callable[[str, float], None] | None, lead_in_s: float = 0.0,
+                begin: Callable[[], None] | None = None) -> None:
     """Step a run to its end: advance one period, decide for the next (none after the last), say how far it is;
     then drain — no more arrivals, the replicas finish what they hold (the last placement kept), for at most
-    DRAIN_LIMIT_SECONDS."""
+    DRAIN_LIMIT_SECONDS. ``begin`` is called once the lead-in's ``lead_in_s`` have been played, before the
+    decision at that time (the first one judged)."""
     t, next_report = 0.0, 0.0
+    if begin is not None and lead_in_s <= 0:
+        begin()
     while t < duration_s:
         until = min(t + period_seconds, duration_s)
         advance(until)
         t = until
+        if begin is not None and 0 < lead_in_s and t - period_seconds < lead_in_s <= t:
+            begin()
         if t < duration_s:
             decide()
         if progress and t >= next_report:
@@ -170,8 +190,11 @@ def tune_hpa(policy: HpaPolicy, workload: Workload, service: InferenceService, p
 
 def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int = 0) -> PolicyResult:
     ledger, w, slo = plane.ledger, plane.workload, plane.service.spec.slo
-    n = len(w)  # the ledger may be longer: a run cut short (the demo's Ctrl-C) summarises its first n requests
-    finish_s, ttft_s, tpot_s = ledger.finish_s[:n], ledger.ttft_s[:n], ledger.tpot_s[:n]
+    # The ledger may be longer: a run cut short (the demo's Ctrl-C) summarises its first n requests; a lead-in's
+    # are before plane.measured_from.
+    lo, n = plane.measured_from, len(w)
+    w = Workload(w.arrival_s[lo:n], w.input_tokens[lo:n], w.output_tokens[lo:n], w.duration_s - plane.measured_from_s)
+    finish_s, ttft_s, tpot_s = ledger.finish_s[lo:n], ledger.ttft_s[lo:n], ledger.tpot_s[lo:n]
     finished = ~np.isnan(finish_s)
     has_tpot = ~np.isnan(tpot_s)
     ok = finished & within_slo(ttft_s, tpot_s, slo.ttft_milliseconds / 1000.0, slo.tpot_milliseconds / 1000.0)
@@ -198,7 +221,8 @@ def summarise(name: str, plane: DataPlane, wall_seconds: float, decisions: int =
 def simulate(policies: list[str], workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
              prices: dict[str, PriceSource], price_queries: dict[str, str], start: datetime,
              period_seconds: float = 15.0, seed: int = 0, quiet: bool = False,
-             routing: str | None = None, engine_capacity: bool = True) -> list[PolicyResult]:
+             routing: str | None = None, engine_capacity: bool = True,
+             lead_in_seconds: float = LEAD_IN_SECONDS) -> list[PolicyResult]:
     tty = sys.stderr.isatty()
 
     def progress(name: str, fraction: float) -> None:
@@ -212,7 +236,8 @@ def simulate(policies: list[str], workload: Workload, service: InferenceService,
     for name in policies:
         try:
             result = run_policy(name, workload, service, pools, prices, price_queries, start, period_seconds, seed,
-                                None if quiet else progress, routing, curves, engine_capacity)
+                                None if quiet else progress, routing, curves, engine_capacity,
+                                lead_in_seconds=lead_in_seconds)
         except PolicyUnavailable as exc:  # the others still compare
             print(f"{chr(13) if tty else ''}  {name:12} skipped: {exc}", file=sys.stderr)
             continue

@@ -26,6 +26,8 @@ import numpy as np
 from kilowatt.economics.prices import PriceSeries
 
 KWH_PER_MWH = 1000.0
+# A run first plays this much of the trace's end, unjudged (Workload.with_lead_in; kilowatt.twin.simulate).
+LEAD_IN_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,20 @@ class Workload:
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+    def with_lead_in(self, seconds: float, step_s: float) -> tuple[Workload, float]:
+        """The workload with its own last ``seconds`` (all of it when it is shorter; whole ``step_s`` either way)
+        played before it: what a service that had been running served before the trace began, taken to look like
+        the trace's end (a day's curve wraps around midnight; a trace of an hour or less stands for the hour before
+        it). Returns the longer workload and where the trace itself begins in it."""
+        lead = float(np.floor(min(seconds, self.duration_s) / step_s) * step_s) if step_s > 0 else 0.0
+        if lead <= 0 or not len(self):
+            return self, 0.0
+        lo = int(np.searchsorted(self.arrival_s, self.duration_s - lead, side="left"))
+        return Workload(np.concatenate([self.arrival_s[lo:] - (self.duration_s - lead), self.arrival_s + lead]),
+                        np.concatenate([self.input_tokens[lo:], self.input_tokens]),
+                        np.concatenate([self.output_tokens[lo:], self.output_tokens]),
+                        self.duration_s + lead, self.label), lead
 
     def rate_per_window(self, window_s: float) -> np.ndarray:
         """Arrivals per second in consecutive windows of ``window_s`` over the whole duration."""
@@ -148,7 +164,8 @@ def shaped(trace: Workload, curve: tuple[np.ndarray, np.ndarray] | None, scale: 
 
 def read_prices(path: str | Path, region: str, start: datetime, duration_s: float,
                 floor_usd_per_kwh: float | None = 0.0) -> PriceSeries:
-    """Hourly prices of one region from ``start`` for ``duration_s``, in USD/kWh (the file is USD/MWh).
+    """Hourly prices of one region from ``start`` for ``duration_s`` (and the lead-in's hour before it), in
+    USD/kWh (the file is USD/MWh).
 
     Wholesale prices go negative; ``floor_usd_per_kwh`` (default 0) clips them, since a site buying at retail
     is not paid to draw power and a planner must not add replicas to burn it."""
@@ -167,7 +184,8 @@ def read_prices(path: str | Path, region: str, start: datetime, duration_s: floa
         series.append((at, price))
     series.sort()
     end = start + timedelta(seconds=duration_s)
-    window = [(t, p) for t, p in series if start - timedelta(hours=1) < t <= end]
+    # From the hour that holds ``start - LEAD_IN_SECONDS``: a run's lead-in is priced at its own hours.
+    window = [(t, p) for t, p in series if start - timedelta(hours=1, seconds=LEAD_IN_SECONDS) < t <= end]
     if not window:
         raise TraceError(f"{path}: no {region} prices between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC "
                          f"(the file covers {series[0][0]:%Y-%m-%d} to {series[-1][0]:%Y-%m-%d})")

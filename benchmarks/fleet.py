@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "operator"))
 from kilowatt.state import load_objects  # noqa: E402
 from kilowatt.twin.fleet import members_of, simulate_fleet  # noqa: E402
 from kilowatt.twin.report import write_fleet_report  # noqa: E402
-from kilowatt.twin.workload import read_prices  # noqa: E402
+from kilowatt.twin.workload import LEAD_IN_SECONDS, read_prices  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 SCENARIO = REPO / "benchmarks" / "scenarios" / "fleet"
@@ -73,12 +73,14 @@ def main() -> int:
     policies = [r.to_json() for r in results]
     out = Path(args.out)
     earlier = json.loads(out.read_text()) if out.exists() else {}
-    if (earlier.get("durationHours"), earlier.get("periodSeconds")) == (args.hours, args.period_seconds):
+    if (earlier.get("durationHours"), earlier.get("periodSeconds"), earlier.get("leadInSeconds")) == \
+            (args.hours, args.period_seconds, LEAD_IN_SECONDS):
         # The same run's other policies (run separately with --policies) are kept beside the new ones.
         ran = {p["name"] for p in policies}
         policies = [p for p in earlier["policies"] if p["name"] not in ran] + policies
     summary = {"services": [m.service.key for m in members], "requests": sum(len(m.workload) for m in members),
-               "durationHours": args.hours, "periodSeconds": args.period_seconds, "start": START.isoformat(),
+               "durationHours": args.hours, "periodSeconds": args.period_seconds, "leadInSeconds": LEAD_IN_SECONDS,
+               "start": START.isoformat(),
                "prices": "US-TEX-ERCO hourly wholesale", "wallSeconds": round(time.perf_counter() - started, 1),
                "workloads": {m.service.key: m.workload.label for m in members},
                "policies": policies, "verdict": verdict(policies)}

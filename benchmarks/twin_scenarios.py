@@ -34,7 +34,13 @@ sys.path.insert(0, str(REPO / "operator"))
 from kilowatt.state import load_objects  # noqa: E402
 from kilowatt.twin.fidelity import fidelity  # noqa: E402
 from kilowatt.twin.simulate import run_policy, simulate  # noqa: E402
-from kilowatt.twin.workload import read_prices, read_rate_curve, read_requests, shaped  # noqa: E402
+from kilowatt.twin.workload import (  # noqa: E402
+    LEAD_IN_SECONDS,
+    read_prices,
+    read_rate_curve,
+    read_requests,
+    shaped,
+)
 
 DATA = REPO.parent / "shared" / "data"
 SCENARIO = REPO / "benchmarks" / "scenarios" / "owned-4090-cloud-h100"
@@ -89,8 +95,8 @@ def scenario(name: str, workload, prices: dict, policies: list[str] = POLICIES, 
     results = simulate(policies, workload, service, pools, prices, {}, start, routing=routing,
                        engine_capacity=engine_capacity)
     policies = [r.to_json() for r in results]
-    return {"requests": len(workload), "hours": workload.duration_s / 3600, "wallSeconds": time.perf_counter() - started,
-            "policies": policies, "verdict": verdict(policies)}
+    return {"requests": len(workload), "hours": workload.duration_s / 3600, "leadInSeconds": LEAD_IN_SECONDS,
+            "wallSeconds": time.perf_counter() - started, "policies": policies, "verdict": verdict(policies)}
 
 
 def merged(before: dict | None, after: dict) -> dict:
@@ -98,6 +104,7 @@ def merged(before: dict | None, after: dict) -> dict:
     other policies' rows kept and the verdict taken again over all of them."""
     names = [p["name"] for p in after["policies"]]
     if not before or before.get("requests") != after["requests"] or \
+            before.get("leadInSeconds") != after.get("leadInSeconds") or \
             {p["name"] for p in before.get("policies", [])} <= set(names):
         return after
     ran = {p["name"]: p for p in after["policies"]}

@@ -18,11 +18,14 @@ from kilowatt.state import load_objects, pool_state
 from tests.paths import EXAMPLES
 
 
-def test_a_day_of_decisions_stays_within_every_pool_and_holds_degrees_while_scaling_down():
+def _examples():
+    """The example service, its pools by name, and each pool's state with every GPU free."""
     pools, services = load_objects([EXAMPLES])
-    svc = services[0]
-    by_name = {p.name: p for p in pools}
-    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    return services[0], {p.name: p for p in pools}, {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+
+
+def test_a_day_of_decisions_stays_within_every_pool_and_holds_degrees_while_scaling_down():
+    svc, by_name, states = _examples()
     decider = Decider()
     rng = np.random.default_rng(7)
     start = datetime(2024, 7, 16, 7, tzinfo=timezone.utc)
@@ -50,10 +53,7 @@ def test_a_day_of_decisions_stays_within_every_pool_and_holds_degrees_while_scal
 def test_the_forecast_raises_demand_before_a_daily_ramp_and_status_says_so():
     from tests.unit.test_forecast import MIDNIGHT, daily
 
-    pools, services = load_objects([EXAMPLES])
-    svc = services[0]
-    by_name = {p.name: p for p in pools}
-    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    svc, by_name, states = _examples()
     decider = Decider()
     # Three days of the pattern, as the Decider would have observed them, up to 07:10 on the fourth: the ramp
     # (07:00-09:00) has begun, and the next quarter hour is busier than this one.
@@ -90,10 +90,7 @@ def test_a_degree_chosen_on_provisional_figures_is_not_held():
     """A period without budget to measure a mix's curves plans on the analytic model's figures: a degree chosen on
     them may be wrong, so when it comes to run it is not held for the hour (a later period, on measured curves,
     may change it at once); the same change chosen on measured figures is held."""
-    pools, services = load_objects([EXAMPLES])
-    svc = services[0]
-    by_name = {p.name: p for p in pools}
-    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    svc, by_name, states = _examples()
     at = datetime(2024, 7, 16, 7, tzinfo=timezone.utc)
     obs = ServiceObservation(12.0, 1155.0, 211.0, None, None, None)
 
@@ -119,10 +116,7 @@ def test_a_fresh_deciders_first_period_measures_what_a_later_one_would_plan_on()
     per-period budget (``first_period_curve_seconds``, CURVE_FIRST_PERIOD_SECONDS by default; unbounded here so
     the test does not depend on this machine's speed), so it does not move them on provisional figures only for
     the next period to move them back; later periods keep to the budget."""
-    pools, services = load_objects([EXAMPLES])
-    svc = services[0]
-    by_name = {p.name: p for p in pools}
-    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    svc, by_name, states = _examples()
     at = datetime(2024, 7, 16, 7, tzinfo=timezone.utc)
     obs = ServiceObservation(12.0, 1155.0, 211.0, None, None, None)
     current = {"h100": CurrentPlacement(1, 1, 1)}
@@ -150,10 +144,7 @@ def test_a_backlog_is_planned_for_once_not_read_as_a_step_in_the_arrivals():
     of the windowed arrivals it would be multiplied by window / period (x4 here) and plan for 60."""
     from kilowatt.decide import BACKLOG_SECONDS
 
-    pools, services = load_objects([EXAMPLES])
-    svc = services[0]
-    by_name = {p.name: p for p in pools}
-    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    svc, by_name, states = _examples()
     decider = Decider()
     start = datetime(2024, 7, 16, 12, tzinfo=timezone.utc)
     for i in range(12):  # three minutes of a steady 20 req/s, read over a 60-s window every 15 s
@@ -265,10 +256,7 @@ def _latency_learned(rates: list[float], slow_from: int) -> tuple[float, float]:
     window: latency as the model predicts until period ``slow_from``, three times it from then on."""
     from kilowatt.metrics.source import PoolLatency
 
-    pools, services = load_objects([EXAMPLES])
-    svc = services[0]
-    by_name = {p.name: p for p in pools}
-    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    svc, by_name, states = _examples()
     decider = Decider()
     decider.capacity.latency = lambda *args: (0.5, 0.05)  # the model's prediction, whatever the load
     current = {"rtx4090": CurrentPlacement(4, 1, 4)}
@@ -293,10 +281,7 @@ def test_a_burst_inside_the_metrics_window_is_not_learned_as_slower_gpus():
 
 
 def test_bursts_that_come_back_faster_than_a_startup_are_held_for_in_the_lulls_and_the_reason_says_so():
-    pools, services = load_objects([EXAMPLES])
-    svc = services[0]
-    by_name = {p.name: p for p in pools}
-    states = {p.name: pool_state(p, p.spec.max_gpus) for p in pools}
+    svc, by_name, states = _examples()
     decider = Decider()
     start = datetime(2024, 7, 16, 7, tzinfo=timezone.utc)
     current: dict[str, CurrentPlacement] = {}

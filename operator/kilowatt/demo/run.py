@@ -381,8 +381,9 @@ class Demo:
         if o.baselines and len(plane.workload):
             self._say(f"the baselines on the same {len(plane.workload):,} requests (the twin, no API server):")
             try:
+                # Started as the operator was: cold, at the opening rate (a fresh install has no hour behind it).
                 baselines = simulate(list(o.baselines), plane.workload, o.service, o.pools, o.prices, {}, o.start,
-                                     o.period_seconds, o.seed)
+                                     o.period_seconds, o.seed, lead_in_seconds=0.0)
             except KeyboardInterrupt:
                 self._say("baselines skipped (Ctrl-C)")
         summary = {

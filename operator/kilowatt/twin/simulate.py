@@ -119,7 +119,8 @@ def run_policy(name: str, workload: Workload, service: InferenceService, pools: 
     service, routing = routed_as(service, routing)
     policy = policy or make_policy(name, service, pools, price_queries, period_seconds)
     if isinstance(policy, HpaPolicy) and policy.target_fraction is None:
-        tune_hpa(policy, workload, service, pools, prices, start, period_seconds, routing, curves, engine_capacity)
+        tune_hpa(policy, workload, service, pools, prices, start, period_seconds, routing, curves, engine_capacity,
+                 lead_in_seconds)
     played, lead_s = workload.with_lead_in(lead_in_seconds, period_seconds)
     first_request = len(played) - len(workload)
     plane = DataPlane(played, service, pools, prices, start - timedelta(seconds=lead_s), seed=seed,
@@ -171,16 +172,17 @@ def run_periods(name: str, duration_s: float, period_seconds: float, advance: Ca
 
 def tune_hpa(policy: HpaPolicy, workload: Workload, service: InferenceService, pools: list[AcceleratorPool],
              prices: dict[str, PriceSource], start: datetime, period_seconds: float, routing: str | None,
-             curves: CurveBook | None, engine_capacity: bool) -> None:
+             curves: CurveBook | None, engine_capacity: bool, lead_in_seconds: float = LEAD_IN_SECONDS) -> None:
     """Set the HPA's target as a careful user would from a load test: the highest share of a replica's SLO
     capacity (HPA_TARGET_FRACTIONS) that keeps HPA_CALIBRATION_ATTAINMENT of the calibration hour's requests (the
-    workload's busiest) within the SLO; the lowest tried if none does."""
+    workload's busiest) within the SLO; the lowest tried if none does. Each try starts as the run it tunes for
+    (``lead_in_seconds``: warm from a lead-in, or cold)."""
     hour = calibration_hour(workload)
     tried = []
     for fraction in HPA_TARGET_FRACTIONS:
         result = run_policy(policy.name, hour, service, pools, prices, {}, start, period_seconds, seed=1,
                             routing=routing, curves=curves, engine_capacity=engine_capacity,
-                            policy=HpaPolicy(policy.pool, fraction))
+                            policy=HpaPolicy(policy.pool, fraction), lead_in_seconds=lead_in_seconds)
         tried.append(f"{fraction:.0%}: {result.slo_attainment:.2%}")
         if result.slo_attainment >= HPA_CALIBRATION_ATTAINMENT:
             break

@@ -255,6 +255,11 @@ class Decider:
                 demand = self.demand.update(item.key, clock_seconds, rps, lead,
                                             requests=rps * item.data.window_seconds,
                                             window_seconds=item.data.window_seconds)
+                # Never beyond what the last hour says can come within a start-up, until the rate itself shows
+                # more (DemandEstimator.reach): a burst read as a step is over before replicas for it serve.
+                reach = self.demand.reach(item.key, lead, item.state.percentile)
+                if reach is not None:
+                    demand = min(demand, max(reach, rps))
                 # Completions understate demand when replicas fall behind: requests waiting are demand too, to be
                 # served within BACKLOG_SECONDS on top of the arrivals. Added after the estimate, not read by it:
                 # the backlog is a count now, not a windowed rate, and its change is no change in the arrivals.

@@ -42,6 +42,15 @@ RECURRING_SECONDS = 3600.0  # how far back a rise that came within a start-up is
 RECURRING_MIN_RATES = 20  # rates read over that span before it is believed (5 minutes of 15-s periods)
 RECURRING_MAX_RATES = 480  # a bound on what is kept (an hour of 7.5-s periods): 7.5 kB a service
 RECURRING_REFRESH_SECONDS = 60.0  # the rise is worked out again this often (an hour's quantile moves slowly)
+# ``reach``: the rise that followed moments at this share of the latest rate or above tells what can follow now, and
+# REACH_MIN_MOMENTS such moments are needed before it is believed (fewer: no reach, the estimate stands).
+REACH_LEVEL_SHARE = 0.8
+REACH_MIN_MOMENTS = 5
+# ... and only for traffic that comes in bursts: the rise within a start-up (at the SLO's percentile) at least this
+# share of the hour's mean rate. A smooth day's rises within two minutes are a few per cent; there a step read in the
+# arrivals is a ramp's start, and the estimate stands (capped on a day of ServeGen's curve, the twin's (b) cost 1.4 %
+# more).
+REACH_BURSTY_RISE_SHARE = 1.0
 
 
 @dataclass
@@ -54,6 +63,10 @@ class _Rates:
     rise_at: float = -math.inf  # when ``rise`` was worked out, and for which start-up and percentile
     rise_for: tuple[float, float] = (0.0, 0.0)
     rise: float | None = None
+    # The moments the rise was worked out over (those whose start-up has passed): their rates, and how far the
+    # rate rose within a start-up after each.
+    judged_rates: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    judged_rises: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def append(self, t: float, rps: float) -> None:
         self.times.append(t)
@@ -109,16 +122,47 @@ class DemandEstimator:
         Traffic that comes in bursts shorter than a start-up (the code trace: 70 req/s for a minute or two,
         every few minutes, idle between) cannot be followed, only held for; a smooth day's rises within two
         minutes are a few per cent and add little. None before ``RECURRING_MIN_RATES`` rates."""
+        series = self._risen(key, lead_seconds, percentile)
+        if series is None:
+            return None
+        return min(series.rates[-1] + share * series.rise, max(series.rates))
+
+    def reach(self, key: str, lead_seconds: float, percentile: float) -> float | None:
+        """The most a replica asked for now can be needed for, on the last hour's evidence: the hour's highest
+        rate, or the latest rate plus the rise that followed, within a start-up (``lead_seconds``), the hour's
+        moments at about this rate or above (REACH_LEVEL_SHARE of it), at the SLO's percentile, where that is
+        higher. A step read in the arrivals (``latest_arrivals``: a window's gain x W/p) of a burst shorter than a
+        start-up reads far above anything the windowed rate has shown (the code trace's bursts read 90-112 req/s
+        where a minute's rate never passed 84, and the hour's moments at burst level were followed by falls):
+        replicas for it come up after it ended and are held for a scale-down window. On a ramp the moments at
+        this level are the ramp's own, and its rise within a start-up stays in reach. A rise beyond the reach is
+        planned for once the rate itself shows it (a new high lifts the reach with it). None before
+        ``RECURRING_MIN_RATES`` rates, with fewer than REACH_MIN_MOMENTS moments at this level, and for traffic
+        that does not come in bursts (REACH_BURSTY_RISE_SHARE)."""
+        series = self._risen(key, lead_seconds, percentile)
+        if series is None or series.rise < REACH_BURSTY_RISE_SHARE * float(np.mean(series.rates)):
+            return None
+        latest = series.rates[-1]
+        rises = series.judged_rises[series.judged_rates >= REACH_LEVEL_SHARE * latest]
+        if len(rises) < REACH_MIN_MOMENTS:
+            return None
+        rise = float(np.quantile(rises, min(1.0, max(0.0, percentile / 100.0)), method="inverted_cdf"))
+        return max(max(series.rates), latest + rise)
+
+    def _risen(self, key: str, lead_seconds: float, percentile: float) -> _Rates | None:
+        """The service's hour of rates with its rise within a start-up worked out (at most once a
+        RECURRING_REFRESH_SECONDS), or None where there is not history enough for it."""
         series = self._long.get(key)
         if series is None or len(series.rates) < RECURRING_MIN_RATES:
             return None
         now = series.times[-1]
         if series.rise_for != (lead_seconds, percentile) or now - series.rise_at >= RECURRING_REFRESH_SECONDS:
-            series.rise = _rise(np.frombuffer(series.times), np.frombuffer(series.rates), lead_seconds, percentile)
+            series.judged_rates, series.judged_rises = _rises(np.frombuffer(series.times),
+                                                              np.frombuffer(series.rates), lead_seconds)
+            series.rise = None if len(series.judged_rises) < RECURRING_MIN_RATES // 2 else float(
+                np.quantile(series.judged_rises, min(1.0, max(0.0, percentile / 100.0)), method="inverted_cdf"))
             series.rise_at, series.rise_for = now, (lead_seconds, percentile)
-        if series.rise is None:
-            return None
-        return min(series.rates[-1] + share * series.rise, max(series.rates))
+        return None if series.rise is None else series
 
     def forget(self, key: str) -> None:
         self._ewma.pop(key, None)
@@ -126,20 +170,19 @@ class DemandEstimator:
         self._long.pop(key, None)
 
 
-def _rise(times: np.ndarray, rates: np.ndarray, lead_seconds: float, percentile: float) -> float | None:
-    """The ``percentile`` of how far the rate rose within ``lead_seconds`` after each moment whose start-up has
-    all passed (None with fewer than half ``RECURRING_MIN_RATES`` such moments)."""
+def _rises(times: np.ndarray, rates: np.ndarray, lead_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each moment whose start-up (``lead_seconds``) has all passed: its rate, and how far the rate rose within
+    the start-up after it (at least 0)."""
     n = len(rates)
     index = np.arange(n)
     ahead = np.searchsorted(times, times + lead_seconds, side="right") - index - 1  # rates read within a start-up
     judged = (times + lead_seconds <= times[-1]) & (ahead > 0)
-    if judged.sum() < RECURRING_MIN_RATES // 2:
-        return None
+    if not judged.any():
+        return np.zeros(0), np.zeros(0)
     highest = np.full(n, -np.inf)
     for d in range(1, min(int(ahead.max()), RECURRING_MAX_RATES) + 1):
         highest = np.where(ahead >= d, np.maximum(highest, rates[np.minimum(index + d, n - 1)]), highest)
-    rises = np.maximum(0.0, highest[judged] - rates[judged])
-    return float(np.quantile(rises, min(1.0, max(0.0, percentile / 100.0)), method="inverted_cdf"))
+    return rates[judged].copy(), np.maximum(0.0, highest[judged] - rates[judged])
 
 
 def sustained_slope(history: list[tuple[float, float]]) -> float:

@@ -296,3 +296,31 @@ def test_bursts_that_come_back_faster_than_a_startup_are_held_for_in_the_lulls_a
     assert d.recurring_rps == pytest.approx(30.0)  # a lull: what comes back is planned for, not 2 req/s
     assert d.demand_rps == pytest.approx(30.0 / (1.0 + headroom))  # at its own rate: the headroom is not added
     assert "Held for 30.00 req/s" in d.reason
+
+
+def test_a_burst_read_as_a_step_is_planned_for_only_as_far_as_the_hours_bursts_rose():
+    """A 60-s window read every 15 s: a burst shows as a window's gain, which the step reading multiplies by W/p.
+    Seen for the first time, it is chased; after an hour of bursts that each ended within a start-up, what is
+    planned goes no further than the hour's moments at that rate rose (DemandEstimator.reach)."""
+    svc, by_name, states = _examples()
+
+    def run(decider: Decider, rates: list[float]):
+        start = datetime(2024, 7, 16, 7, tzinfo=timezone.utc)
+        d = None
+        for i, rps in enumerate(rates):
+            obs = ServiceObservation(rps, 1155.0, 211.0, None, None, None, window_seconds=60.0)
+            d = decider.decide(start + timedelta(seconds=15 * i), 15.0 * i, [ServiceInput.of(svc, {}, obs)],
+                               by_name, states).decisions[svc.key]
+        return d
+
+    # A 30 req/s minute every five minutes, 2 req/s between, as a 60-s window reads it every 15 s.
+    arrivals = [30.0 if t % 300 in (150, 165, 180, 195) else 2.0 for t in range(0, 3600, 15)]
+    hour = [float(np.mean(arrivals[max(0, i - 3):i + 1])) for i in range(len(arrivals))]
+
+    # The next burst's first two periods, read as steps: 2 -> 9 -> 20 req/s (burstier than the hour's were).
+    first = run(Decider(), [2.0] * 30 + [9.0, 20.0])
+    assert first.demand_rps == pytest.approx(40.0)  # seen for the first time: read whole, at most twice the rate
+    assert max(hour) == pytest.approx(30.0)
+    seen = run(Decider(), hour + [2.0] * 8 + [9.0, 20.0])  # two windows of lull before it, as before the first
+    # After an hour of them: the hour's moments at 16 req/s or more rose at most 14 req/s within a start-up.
+    assert seen.demand_rps == pytest.approx(20.0 + 14.0)

@@ -135,6 +135,30 @@ def test_bursts_shorter_than_a_startup_are_held_for_between_them():
     assert est.recurring("s", 120.0, 50.0) == pytest.approx(2.0)
 
 
+def test_a_burst_read_as_a_step_is_out_of_reach_and_smooth_traffic_has_no_reach():
+    est = DemandEstimator()
+    _bursts(est, "s", 3600)  # an hour of 70 req/s bursts shorter than a start-up, 2 req/s between
+    est.update("s", 3600.0, 70.0, lead_seconds=120, window_seconds=60)  # the next burst's first period
+    # What followed the hour's moments at burst level within a start-up was a fall: nothing beyond the hour's peak
+    # can be needed by a replica asked for now.
+    assert est.reach("s", 120.0, 99.0) == pytest.approx(70.0)
+    # In the lull, the moments at its level were followed by bursts: a burst stays in reach.
+    _bursts(est, "lull", 3600)
+    assert est.reach("lull", 120.0, 99.0) == pytest.approx(70.0)
+    # A ramp rises 2 req/s within a start-up, a few per cent of its rate: not bursts, and the estimate stands.
+    ramp = DemandEstimator()
+    for t in range(0, 3600, 15):  # +1 req/s a minute
+        ramp.update("r", float(t), 10.0 + t / 60.0, lead_seconds=120, window_seconds=60)
+    assert ramp.reach("r", 120.0, 99.0) is None
+    # A first burst, with no moment at its level in the hour: no reach, the estimate stands.
+    first = DemandEstimator()
+    for t in range(0, 600, 15):
+        first.update("f", float(t), 2.0, lead_seconds=120, window_seconds=60)
+    first.update("f", 600.0, 70.0, lead_seconds=120, window_seconds=60)
+    assert first.reach("f", 120.0, 99.0) is None
+    assert DemandEstimator().reach("none", 120.0, 99.0) is None
+
+
 def test_a_smooth_ramp_adds_only_what_it_rose_within_a_startup_and_never_beyond_the_peak():
     est = DemandEstimator()
     for t in range(0, 3600, 15):  # +1 req/s a minute

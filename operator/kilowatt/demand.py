@@ -65,8 +65,8 @@ class _Rates:
     rise: float | None = None
     # The moments the rise was worked out over (those whose start-up has passed): their rates, and how far the
     # rate rose within a start-up after each.
-    judged_rates: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    judged_rises: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    judged_rates: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    judged_rises: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def append(self, t: float, rps: float) -> None:
         self.times.append(t)
@@ -157,10 +157,12 @@ class DemandEstimator:
             return None
         now = series.times[-1]
         if series.rise_for != (lead_seconds, percentile) or now - series.rise_at >= RECURRING_REFRESH_SECONDS:
-            series.judged_rates, series.judged_rises = _rises(np.frombuffer(series.times),
-                                                              np.frombuffer(series.rates), lead_seconds)
-            series.rise = None if len(series.judged_rises) < RECURRING_MIN_RATES // 2 else float(
-                np.quantile(series.judged_rises, min(1.0, max(0.0, percentile / 100.0)), method="inverted_cdf"))
+            judged_rates, judged_rises = _rises(np.frombuffer(series.times), np.frombuffer(series.rates), lead_seconds)
+            series.rise = None if len(judged_rises) < RECURRING_MIN_RATES // 2 else float(
+                np.quantile(judged_rises, min(1.0, max(0.0, percentile / 100.0)), method="inverted_cdf"))
+            # Kept until the next refresh, a thousand services' worth: float32 (~2 kB a service) is precision
+            # enough for req/s.
+            series.judged_rates, series.judged_rises = judged_rates.astype(np.float32), judged_rises.astype(np.float32)
             series.rise_at, series.rise_for = now, (lead_seconds, percentile)
         return None if series.rise is None else series
 

@@ -75,7 +75,9 @@ def verdict(policies: list[dict]) -> dict:
     out = {
         "kilowattSloAttainment": kw["sloAttainment"],
         "kilowattMeets99": kw["sloAttainment"] >= 0.99,
-        "cheaperThanEveryBaselineAt99": all(kw["costUsd"] < p["costUsd"] for p in reaching),
+        # Issue 13's goal: at 99 % itself, and cheaper than every baseline that also reaches it.
+        "cheaperThanEveryBaselineAt99": kw["sloAttainment"] >= 0.99 and all(kw["costUsd"] < p["costUsd"]
+                                                                             for p in reaching),
         "baselinesAt99": [p["name"] for p in reaching],
     }
     if "hpa-h100" in by:

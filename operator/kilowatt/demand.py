@@ -140,14 +140,13 @@ class DemandEstimator:
         ``RECURRING_MIN_RATES`` rates, with fewer than REACH_MIN_MOMENTS moments at this level, and for traffic
         that does not come in bursts (REACH_BURSTY_RISE_SHARE)."""
         series = self._risen(key, lead_seconds, percentile)
-        if series is None or series.rise < REACH_BURSTY_RISE_SHARE * float(np.mean(series.rates)):
+        if series is None or series.rise < REACH_BURSTY_RISE_SHARE * float(np.frombuffer(series.rates).mean()):
             return None
         latest = series.rates[-1]
         rises = series.judged_rises[series.judged_rates >= REACH_LEVEL_SHARE * latest]
         if len(rises) < REACH_MIN_MOMENTS:
             return None
-        rise = float(np.quantile(rises, min(1.0, max(0.0, percentile / 100.0)), method="inverted_cdf"))
-        return max(max(series.rates), latest + rise)
+        return max(max(series.rates), latest + _at_percentile(rises, percentile))
 
     def _risen(self, key: str, lead_seconds: float, percentile: float) -> _Rates | None:
         """The service's hour of rates with its rise within a start-up worked out (at most once a
@@ -158,8 +157,8 @@ class DemandEstimator:
         now = series.times[-1]
         if series.rise_for != (lead_seconds, percentile) or now - series.rise_at >= RECURRING_REFRESH_SECONDS:
             judged_rates, judged_rises = _rises(np.frombuffer(series.times), np.frombuffer(series.rates), lead_seconds)
-            series.rise = None if len(judged_rises) < RECURRING_MIN_RATES // 2 else float(
-                np.quantile(judged_rises, min(1.0, max(0.0, percentile / 100.0)), method="inverted_cdf"))
+            series.rise = None if len(judged_rises) < RECURRING_MIN_RATES // 2 else \
+                _at_percentile(judged_rises, percentile)
             # Kept until the next refresh, a thousand services' worth: float32 (~2 kB a service) is precision
             # enough for req/s.
             series.judged_rates, series.judged_rises = judged_rates.astype(np.float32), judged_rises.astype(np.float32)
@@ -170,6 +169,11 @@ class DemandEstimator:
         self._ewma.pop(key, None)
         self._history.pop(key, None)
         self._long.pop(key, None)
+
+
+def _at_percentile(values: np.ndarray, percentile: float) -> float:
+    """The ``percentile`` (0-100) of ``values``, one of them (no interpolation between two moments)."""
+    return float(np.quantile(values, min(1.0, max(0.0, percentile / 100.0)), method="inverted_cdf"))
 
 
 def _rises(times: np.ndarray, rates: np.ndarray, lead_seconds: float) -> tuple[np.ndarray, np.ndarray]:

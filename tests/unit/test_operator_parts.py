@@ -150,7 +150,10 @@ def test_a_burst_read_as_a_step_is_out_of_reach_and_smooth_traffic_has_no_reach(
     for t in range(0, 3600, 15):  # +1 req/s a minute
         ramp.update("r", float(t), 10.0 + t / 60.0, lead_seconds=120, window_seconds=60)
     assert ramp.reach("r", 120.0, 99.0) is None
-    # A first burst, with no moment at its level in the hour: no reach, the estimate stands.
+    # A burst at a new level, far above the hour's: no moment at its level in the hour, the estimate stands.
+    est.update("s", 3615.0, 200.0, lead_seconds=120, window_seconds=60)
+    assert est.reach("s", 120.0, 99.0) is None
+    # A first burst: nothing in the hour rose within a start-up, so the traffic is not bursts yet.
     first = DemandEstimator()
     for t in range(0, 600, 15):
         first.update("f", float(t), 2.0, lead_seconds=120, window_seconds=60)
